@@ -1,0 +1,290 @@
+//! The command line: clap definitions, global options, and dispatch to the library.
+
+use crate::config;
+use crate::exit::{exit_code, Code, Failure};
+use crate::intent::{Intent, ModuleSel};
+use crate::root::{self, Root};
+use crate::spool;
+use crate::ui;
+use crate::validate::{self, What};
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "dkms-trigger",
+    version,
+    about = "Rebuild DKMS modules once, in order, at the end of a package transaction"
+)]
+pub struct Cli {
+    /// Operate on the system rooted at DIR (every path is taken relative to it).
+    #[arg(long, global = true, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// Configuration file [default: ROOT/etc/dkms-trigger/config.toml]; config.d/*.toml drop-ins still apply.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// More diagnostics (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only warnings and errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Record an intent in the spool (called by package hooks; fast, prints nothing when all is well).
+    Record(RecordArgs),
+    /// List pending intents, or clear them.
+    Spool(SpoolArgs),
+    /// Print the effective configuration and where each value comes from.
+    Config,
+}
+
+#[derive(Args, Debug)]
+pub struct RecordArgs {
+    /// Who recorded this intent, e.g. `dpkg:linux-headers-6.1.0-47-amd64`.
+    #[arg(long, global = true, value_name = "TEXT", value_parser = source_text)]
+    pub source: Option<String>,
+    #[command(subcommand)]
+    pub kind: RecordKind,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RecordKind {
+    /// A kernel was installed.
+    KernelAdded {
+        #[arg(value_parser = kernel_version)]
+        kver: String,
+    },
+    /// A kernel's headers were installed, upgraded or reconfigured.
+    HeadersChanged {
+        #[arg(value_parser = kernel_version)]
+        kver: String,
+        /// Rebuild modules already built for this kernel (same-version upgrade, reconfigure).
+        #[arg(long)]
+        force: bool,
+    },
+    /// A DKMS module source was installed or upgraded.
+    ModuleChanged {
+        #[arg(value_name = "NAME/VERSION", value_parser = module_with_version)]
+        module: ModuleSel,
+    },
+    /// Something every build uses changed (kbuild, compiler); no KVER means all kernels.
+    ToolchainChanged {
+        #[arg(value_parser = kernel_version)]
+        kvers: Vec<String>,
+    },
+    /// Reconcile everything at the next finalize.
+    Rescan,
+    /// Force a rebuild of modules (default: all AUTOINSTALL) for kernels (default: all with headers).
+    Rebuild {
+        #[arg(short = 'k', long = "kernel", value_name = "KVER", value_parser = kernel_version)]
+        kernels: Vec<String>,
+        #[arg(short = 'm', long = "module", value_name = "NAME[/VERSION]", value_parser = module_sel)]
+        modules: Vec<ModuleSel>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct SpoolArgs {
+    /// Machine-readable output (schema in docs/json.md).
+    #[arg(long)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub action: Option<SpoolAction>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SpoolAction {
+    /// Drop every pending intent.
+    Clear {
+        /// Confirm.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+fn kernel_version(s: &str) -> Result<String, String> {
+    validate::check(What::KernelVersion, s).map(|_| s.to_string())
+}
+
+fn module_with_version(s: &str) -> Result<ModuleSel, String> {
+    let (name, version) = validate::module_spec(s, false)?;
+    Ok(ModuleSel { name, version })
+}
+
+fn module_sel(s: &str) -> Result<ModuleSel, String> {
+    s.parse()
+}
+
+fn source_text(s: &str) -> Result<String, String> {
+    if s.len() > 256 {
+        Err(format!("is {} bytes long, at most 256 are allowed", s.len()))
+    } else if s.chars().any(char::is_control) {
+        Err("contains control characters".into())
+    } else {
+        Ok(s.to_string())
+    }
+}
+
+impl RecordKind {
+    fn intent(&self) -> Intent {
+        match self {
+            RecordKind::KernelAdded { kver } => Intent::KernelAdded { kernel: kver.clone() },
+            RecordKind::HeadersChanged { kver, force } => {
+                Intent::HeadersChanged { kernel: kver.clone(), force: *force }
+            }
+            RecordKind::ModuleChanged { module } => Intent::ModuleChanged {
+                module: module.name.clone(),
+                version: module.version.clone().expect("validated NAME/VERSION"),
+            },
+            RecordKind::ToolchainChanged { kvers } => Intent::ToolchainChanged { kernels: kvers.clone() },
+            RecordKind::Rescan => Intent::Rescan,
+            RecordKind::Rebuild { kernels, modules } => {
+                Intent::Rebuild { kernels: kernels.clone(), modules: modules.clone() }
+            }
+        }
+        .normalized()
+    }
+}
+
+/// Parses the command line, runs the command, prints an error once, and returns the exit status.
+pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { Code::Usage.status() } else { Code::Ok.status() };
+        }
+    };
+    init_logging(cli.verbose, cli.quiet);
+    ui::set_quiet(cli.quiet);
+    match run(&cli) {
+        Ok(code) => code.status(),
+        Err(err) => {
+            eprintln!("dkms-trigger: error: {err:#}");
+            exit_code(&err).status()
+        }
+    }
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => log::LevelFilter::Error,
+        (false, 0) => log::LevelFilter::Warn,
+        (false, 1) => log::LevelFilter::Info,
+        (false, 2) => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    };
+    let _ = env_logger::Builder::new()
+        .filter_level(level)
+        .parse_env("DKMS_TRIGGER_LOG")
+        .format_timestamp(None)
+        .format_target(false)
+        .try_init();
+}
+
+fn run(cli: &Cli) -> Result<Code> {
+    let root = Root::open(&cli.root)?;
+    match &cli.command {
+        // record deliberately reads no configuration: a broken config must not stop hooks from
+        // recording, and the hot path stays a lock, a read and a write.
+        Command::Record(args) => {
+            root::require_root("record")?;
+            let intent = args.kind.intent();
+            log::debug!("recording {intent} (source {:?})", args.source);
+            for w in spool::record(&root, &[intent], args.source.as_deref())? {
+                ui::warn(w);
+            }
+            Ok(Code::Ok)
+        }
+        Command::Spool(args) => match &args.action {
+            None => crate::report::print_spool(&root, args.json),
+            Some(SpoolAction::Clear { yes }) => {
+                if !*yes {
+                    return Err(Failure::new(
+                        Code::Usage,
+                        "spool clear drops every pending intent; confirm with --yes",
+                    ));
+                }
+                root::require_root("spool clear")?;
+                let mut locked = spool::lock(&root)?;
+                let mut s = locked.load()?;
+                let dropped = s.entries.len();
+                s.entries.clear();
+                locked.store(&s)?;
+                ui::info(format!("dropped {dropped} pending intent(s)"));
+                Ok(Code::Ok)
+            }
+        },
+        Command::Config => {
+            let loaded = config::load(&root, cli.config.as_deref())?;
+            for w in &loaded.warnings {
+                ui::warn(w);
+            }
+            print!("{}", loaded.render());
+            Ok(Code::Ok)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn record_parses_every_kind() {
+        let p = |args: &[&str]| {
+            let mut v = vec!["dkms-trigger", "record"];
+            v.extend_from_slice(args);
+            match Cli::try_parse_from(v).map(|c| c.command) {
+                Ok(Command::Record(r)) => Ok((r.kind.intent(), r.source)),
+                Ok(_) => unreachable!(),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        assert_eq!(
+            p(&["kernel-added", "6.1.0-47-amd64"]).unwrap().0,
+            Intent::KernelAdded { kernel: "6.1.0-47-amd64".into() }
+        );
+        assert_eq!(
+            p(&["headers-changed", "k1", "--force", "--source", "dpkg:x"]).unwrap(),
+            (Intent::HeadersChanged { kernel: "k1".into(), force: true }, Some("dpkg:x".into()))
+        );
+        assert_eq!(
+            p(&["--source", "s", "module-changed", "hello/1.0"]).unwrap(),
+            (Intent::ModuleChanged { module: "hello".into(), version: "1.0".into() }, Some("s".into()))
+        );
+        assert_eq!(p(&["toolchain-changed"]).unwrap().0, Intent::ToolchainChanged { kernels: vec![] });
+        assert_eq!(p(&["rescan"]).unwrap().0, Intent::Rescan);
+        assert_eq!(
+            p(&["rebuild", "-k", "b", "-k", "a", "-m", "x/1", "-m", "y"]).unwrap().0,
+            Intent::Rebuild {
+                kernels: vec!["a".into(), "b".into()],
+                modules: vec!["x/1".parse().unwrap(), "y".parse().unwrap()]
+            }
+        );
+        for bad in [
+            vec!["kernel-added", "../../etc"],
+            vec!["kernel-added", ""],
+            vec!["module-changed", "hello"],
+            vec!["module-changed", "he llo/1"],
+            vec!["toolchain-changed", "a", "b/c"],
+            vec!["rebuild", "-m", "x/.."],
+            vec!["rescan", "--source", "a\nb"],
+        ] {
+            let err = p(&bad).unwrap_err();
+            assert!(err.contains("invalid value"), "{bad:?}: {err}");
+        }
+    }
+}

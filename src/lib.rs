@@ -1,0 +1,14 @@
+//! dkms-trigger: hooks record intents into a spool; one finalizer plans and runs the DKMS builds.
+//! See docs/design.md for the map of modules.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod exit;
+pub mod intent;
+pub mod paths;
+pub mod report;
+pub mod root;
+pub mod spool;
+pub mod ui;
+pub mod validate;

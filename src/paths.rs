@@ -1,0 +1,30 @@
+//! Every location the tool knows, as paths relative to the root handle (see `root.rs`).
+//!
+//! Nothing else in the crate spells a system path: code joins these onto a `Root`, so tests can run
+//! against a fake root in a temporary directory and `--root` can point at an image or chroot.
+
+/// The tool's private state directory (mode 0700).
+pub const STATE_DIR: &str = "var/lib/dkms-trigger";
+/// File names inside `STATE_DIR`.
+pub const SPOOL_FILE: &str = "spool.toml";
+pub const SPOOL_LOCK: &str = "spool.lock";
+pub const STATE_FILE: &str = "state.toml";
+pub const STATE_LOCK: &str = "state.lock";
+pub const FINALIZE_LOCK: &str = "finalize.lock";
+
+/// Per-run job logs: `LOG_DIR/<run-id>/`.
+pub const LOG_DIR: &str = "var/log/dkms-trigger";
+
+/// Configuration: the main file and its drop-in directory.
+pub const CONFIG_FILE: &str = "etc/dkms-trigger/config.toml";
+pub const CONFIG_DROPIN_DIR: &str = "etc/dkms-trigger/config.d";
+
+/// Kernel module trees; both are read and merged (merged-/usr systems make them the same directory).
+pub const MODULE_DIRS: [&str; 2] = ["lib/modules", "usr/lib/modules"];
+/// Where kernel images live when not inside the modules directory.
+pub const BOOT_DIR: &str = "boot";
+
+/// DKMS's own trees and configuration.
+pub const DKMS_TREE: &str = "var/lib/dkms";
+pub const SOURCE_TREE: &str = "usr/src";
+pub const DKMS_ETC: &str = "etc/dkms";
