@@ -4,8 +4,11 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod dkmsconf;
 pub mod exit;
+pub mod fingerprint;
 pub mod intent;
+pub mod inventory;
 pub mod paths;
 pub mod report;
 pub mod root;
