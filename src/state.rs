@@ -1,0 +1,217 @@
+//! The persistent state, ROOT/var/lib/dkms-trigger/state.toml: the last result of every (module,
+//! version, kernel, arch) pair dkms-trigger handled, with the fingerprint of what it was built from.
+//! Written atomically after every job so that `status` is right even after a crash mid-run.
+
+use crate::clock;
+use crate::fingerprint::Fingerprint;
+use crate::paths;
+use crate::root::{self, Root};
+use crate::ui;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// The state format this version writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// What happened to a pair the last time dkms-trigger handled it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Built and installed; `fingerprint` is what it was built from.
+    Installed,
+    /// The build or install failed; `fingerprint` is what the attempt used.
+    Failed,
+    /// dkms skipped it: BUILD_EXCLUSIVE does not match this kernel.
+    Unsupported,
+    /// Not built for another reason (no headers, weak-updates, obsolete): see `reason`.
+    Skipped,
+    /// Waiting for a BUILD_DEPENDS dependency that DKMS does not know yet.
+    Deferred,
+    /// A job started and has not finished: if found at the next run, it was interrupted.
+    InProgress,
+}
+
+/// Identity of a pair.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PairKey {
+    pub module: String,
+    pub version: String,
+    pub kernel: String,
+    pub arch: String,
+}
+
+/// The recorded result of one pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairState {
+    pub result: Outcome,
+    /// Why (failure reason, skip reason), for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When the result was recorded (ms since the epoch).
+    pub time_ms: u64,
+    /// Run id of the finalize that recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    /// Root-relative path of the job's log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<Fingerprint>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StateFile {
+    version: u32,
+    #[serde(default, rename = "pair")]
+    pairs: Vec<PairRecord>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PairRecord {
+    #[serde(flatten)]
+    key: PairKey,
+    #[serde(flatten)]
+    state: PairState,
+}
+
+/// All recorded pairs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct State {
+    pub pairs: BTreeMap<PairKey, PairState>,
+}
+
+impl State {
+    /// Parses state text; `Err` says why it is unusable.
+    pub fn parse(text: &str) -> Result<State, String> {
+        let file: StateFile = toml::from_str(text).map_err(|e| e.message().to_string())?;
+        if file.version > FORMAT_VERSION {
+            return Err(format!(
+                "format version {} is newer than this dkms-trigger's ({FORMAT_VERSION})",
+                file.version
+            ));
+        }
+        Ok(State { pairs: file.pairs.into_iter().map(|r| (r.key, r.state)).collect() })
+    }
+
+    /// The file text.
+    pub fn render(&self) -> String {
+        let file = StateFile {
+            version: FORMAT_VERSION,
+            pairs: self.pairs.iter().map(|(k, s)| PairRecord { key: k.clone(), state: s.clone() }).collect(),
+        };
+        let body = toml::to_string(&file).expect("state serialises");
+        format!("# dkms-trigger state: the last result of every module/kernel pair. Written by dkms-trigger.\n{body}")
+    }
+
+    /// Loads the state. A missing file is an empty state; an unreadable one is moved aside to
+    /// `state.toml.corrupt-<time>` (when `may_repair`) with a warning, and reads as empty: the state
+    /// only caches results and fingerprints, and dkms's own tree remains the truth.
+    pub fn load(root: &Root, may_repair: bool) -> Result<State> {
+        let path = state_path(root);
+        let Some(bytes) = root::read_private(&path)? else { return Ok(State::default()) };
+        let parsed = String::from_utf8(bytes).map_err(|_| "not UTF-8".to_string()).and_then(|t| State::parse(&t));
+        match parsed {
+            Ok(s) => Ok(s),
+            Err(why) if may_repair => {
+                let aside =
+                    path.with_file_name(format!("{}.corrupt-{}", paths::STATE_FILE, clock::compact(clock::now_ms())));
+                std::fs::rename(&path, &aside)
+                    .with_context(|| format!("moving unreadable {} aside", path.display()))?;
+                ui::warn(format!(
+                    "{} was unusable ({why}); moved it to {}; build results will be re-learned",
+                    path.display(),
+                    aside.display()
+                ));
+                Ok(State::default())
+            }
+            Err(why) => {
+                ui::warn(format!("{} is unusable ({why}); showing results without it", path.display()));
+                Ok(State::default())
+            }
+        }
+    }
+
+    /// Writes the state atomically (the caller holds the finalize lock).
+    pub fn store(&self, root: &Root) -> Result<()> {
+        let dir = root.private_dir(paths::STATE_DIR)?;
+        root::write_atomic(&dir, paths::STATE_FILE, self.render().as_bytes())
+            .map_err(|e| e.context(format!("cannot update {}; it was left unchanged", state_path(root).display())))
+    }
+
+    /// The recorded state of a pair.
+    pub fn get(&self, module: &str, version: &str, kernel: &str, arch: &str) -> Option<&PairState> {
+        self.pairs.get(&PairKey {
+            module: module.into(),
+            version: version.into(),
+            kernel: kernel.into(),
+            arch: arch.into(),
+        })
+    }
+}
+
+/// ROOT/var/lib/dkms-trigger/state.toml.
+pub fn state_path(root: &Root) -> PathBuf {
+    root.path(std::path::Path::new(paths::STATE_DIR).join(paths::STATE_FILE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(m: &str, k: &str) -> PairKey {
+        PairKey { module: m.into(), version: "1.0".into(), kernel: k.into(), arch: "x86_64".into() }
+    }
+
+    #[test]
+    fn round_trip() {
+        let mut s = State::default();
+        let mut fp = Fingerprint { algorithm: "v1".into(), ..Default::default() };
+        fp.parts.insert("headers".into(), "fnv:1234".into());
+        s.pairs.insert(
+            key("hello", "6.1.0-47-amd64"),
+            PairState {
+                result: Outcome::Installed,
+                reason: None,
+                time_ms: 5,
+                run: Some("r1".into()),
+                log: None,
+                fingerprint: Some(fp),
+            },
+        );
+        s.pairs.insert(
+            key("bad", "6.1.0-47-amd64"),
+            PairState {
+                result: Outcome::Failed,
+                reason: Some("make failed \"quoted\"\nline".into()),
+                time_ms: 6,
+                run: None,
+                log: Some("var/log/dkms-trigger/r1/bad.log".into()),
+                fingerprint: None,
+            },
+        );
+        let text = s.render();
+        assert_eq!(State::parse(&text).unwrap(), s, "{text}");
+    }
+
+    #[test]
+    fn versions() {
+        assert!(State::parse("version = 2\n").unwrap_err().contains("newer"));
+        assert_eq!(State::parse("version = 1\n").unwrap(), State::default());
+        assert!(State::parse("version = 1\n[[pair]]\nmodule = \"x\"\n").is_err());
+    }
+
+    #[test]
+    fn corrupt_state_is_moved_aside() {
+        let t = tempfile::tempdir().unwrap();
+        let root = Root::open(t.path()).unwrap();
+        let dir = root.private_dir(paths::STATE_DIR).unwrap();
+        std::fs::write(dir.join(paths::STATE_FILE), "garbage = [").unwrap();
+        assert_eq!(State::load(&root, false).unwrap(), State::default());
+        assert!(dir.join(paths::STATE_FILE).exists(), "read-only load leaves it");
+        assert_eq!(State::load(&root, true).unwrap(), State::default());
+        assert!(!dir.join(paths::STATE_FILE).exists());
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+    }
+}
