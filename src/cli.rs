@@ -42,6 +42,45 @@ pub enum Command {
     Spool(SpoolArgs),
     /// Print the effective configuration and where each value comes from.
     Config,
+    /// Show what a finalize would do now, grouped by kernel, with the reason for every pair.
+    Plan {
+        /// Plan a full reconcile, as if a rescan intent were pending.
+        #[arg(long)]
+        rescan: bool,
+        /// Include pairs that failed before with the same inputs.
+        #[arg(long)]
+        retry_failed: bool,
+        /// Machine-readable output (schema in docs/json.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Module x kernel table: installed, built, weak, unsupported, failed, stale, pending, deferred.
+    Status {
+        /// Machine-readable output (schema in docs/json.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Plan and run the pending work with dkms (run once at the end of a package transaction).
+    Finalize(FinalizeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct FinalizeArgs {
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// How many modules to build in parallel [default: config `jobs`, else the CPU count].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub jobs: Option<u16>,
+    /// Exit with status 3 at once if another finalizer is running, instead of waiting.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Retry pairs that failed before with the same inputs.
+    #[arg(long)]
+    pub retry_failed: bool,
+    /// Also reconcile everything (as if a rescan intent were pending).
+    #[arg(long)]
+    pub rescan: bool,
 }
 
 #[derive(Args, Debug)]
@@ -188,6 +227,14 @@ fn init_logging(verbose: u8, quiet: bool) {
         .try_init();
 }
 
+fn load_config(root: &Root, cli: &Cli) -> Result<config::Loaded> {
+    let loaded = config::load(root, cli.config.as_deref())?;
+    for w in &loaded.warnings {
+        ui::warn(w);
+    }
+    Ok(loaded)
+}
+
 fn run(cli: &Cli) -> Result<Code> {
     let root = Root::open(&cli.root)?;
     match &cli.command {
@@ -221,11 +268,27 @@ fn run(cli: &Cli) -> Result<Code> {
                 Ok(Code::Ok)
             }
         },
+        Command::Plan { rescan, retry_failed, json } => {
+            let loaded = load_config(&root, cli)?;
+            crate::report::print_plan(&root, &loaded.config, *rescan, *retry_failed, *json)
+        }
+        Command::Status { json } => {
+            let loaded = load_config(&root, cli)?;
+            crate::report::print_status(&root, &loaded.config, *json)
+        }
+        Command::Finalize(a) => {
+            let loaded = load_config(&root, cli)?;
+            let opts = crate::finalize::Options {
+                dry_run: a.dry_run,
+                jobs: a.jobs.map(usize::from),
+                no_wait: a.no_wait,
+                retry_failed: a.retry_failed,
+                rescan: a.rescan,
+            };
+            crate::finalize::run(&root, &loaded.config, &opts)
+        }
         Command::Config => {
-            let loaded = config::load(&root, cli.config.as_deref())?;
-            for w in &loaded.warnings {
-                ui::warn(w);
-            }
+            let loaded = load_config(&root, cli)?;
             print!("{}", loaded.render());
             Ok(Code::Ok)
         }

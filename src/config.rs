@@ -127,55 +127,110 @@ fn name_of<T: PartialEq + Copy>(options: &[(&'static str, T)], t: T) -> toml::Va
 }
 
 const KEYS: &[Key] = &[
-    Key { name: "dkms", set: |c, v| Ok(c.dkms = string(v)?), get: |c| c.dkms.clone().into() },
-    Key { name: "depmod", set: |c, v| Ok(c.depmod = string(v)?), get: |c| c.depmod.clone().into() },
-    Key { name: "jobs", set: |c, v| Ok(c.jobs = int(v, 0, 256)? as u32), get: |c| (c.jobs as i64).into() },
+    Key {
+        name: "dkms",
+        set: |c, v| {
+            c.dkms = string(v)?;
+            Ok(())
+        },
+        get: |c| c.dkms.clone().into(),
+    },
+    Key {
+        name: "depmod",
+        set: |c, v| {
+            c.depmod = string(v)?;
+            Ok(())
+        },
+        get: |c| c.depmod.clone().into(),
+    },
+    Key {
+        name: "jobs",
+        set: |c, v| {
+            c.jobs = int(v, 0, 256)? as u32;
+            Ok(())
+        },
+        get: |c| (c.jobs as i64).into(),
+    },
     Key {
         name: "make_jobs",
-        set: |c, v| Ok(c.make_jobs = int(v, 0, 256)? as u32),
+        set: |c, v| {
+            c.make_jobs = int(v, 0, 256)? as u32;
+            Ok(())
+        },
         get: |c| (c.make_jobs as i64).into(),
     },
     Key {
         name: "kernels",
-        set: |c, v| Ok(c.kernels = choice(v, KERNEL_SETS)?),
+        set: |c, v| {
+            c.kernels = choice(v, KERNEL_SETS)?;
+            Ok(())
+        },
         get: |c| name_of(KERNEL_SETS, c.kernels),
     },
     Key {
         name: "initramfs",
-        set: |c, v| Ok(c.initramfs = choice(v, INITRAMFS)?),
+        set: |c, v| {
+            c.initramfs = choice(v, INITRAMFS)?;
+            Ok(())
+        },
         get: |c| name_of(INITRAMFS, c.initramfs),
     },
     Key {
         name: "on_failure.kernel_event",
-        set: |c, v| Ok(c.on_failure_kernel = choice(v, POLICIES)?),
+        set: |c, v| {
+            c.on_failure_kernel = choice(v, POLICIES)?;
+            Ok(())
+        },
         get: |c| name_of(POLICIES, c.on_failure_kernel),
     },
     Key {
         name: "on_failure.module_event",
-        set: |c, v| Ok(c.on_failure_module = choice(v, POLICIES)?),
+        set: |c, v| {
+            c.on_failure_module = choice(v, POLICIES)?;
+            Ok(())
+        },
         get: |c| name_of(POLICIES, c.on_failure_module),
     },
     Key {
         name: "job_timeout",
-        set: |c, v| Ok(c.job_timeout = int(v, 1, 7 * 86_400)? as u64),
+        set: |c, v| {
+            c.job_timeout = int(v, 1, 7 * 86_400)? as u64;
+            Ok(())
+        },
         get: |c| (c.job_timeout as i64).into(),
     },
     Key {
         name: "eval_timeout",
-        set: |c, v| Ok(c.eval_timeout = int(v, 1, 3600)? as u64),
+        set: |c, v| {
+            c.eval_timeout = int(v, 1, 3600)? as u64;
+            Ok(())
+        },
         get: |c| (c.eval_timeout as i64).into(),
     },
     Key {
         name: "keep_runs",
-        set: |c, v| Ok(c.keep_runs = int(v, 1, 10_000)? as u32),
+        set: |c, v| {
+            c.keep_runs = int(v, 1, 10_000)? as u32;
+            Ok(())
+        },
         get: |c| (c.keep_runs as i64).into(),
     },
     Key {
         name: "allow_untrusted_sources",
-        set: |c, v| Ok(c.allow_untrusted_sources = boolean(v)?),
+        set: |c, v| {
+            c.allow_untrusted_sources = boolean(v)?;
+            Ok(())
+        },
         get: |c| c.allow_untrusted_sources.into(),
     },
-    Key { name: "weak_updates", set: |c, v| Ok(c.weak_updates = boolean(v)?), get: |c| c.weak_updates.into() },
+    Key {
+        name: "weak_updates",
+        set: |c, v| {
+            c.weak_updates = boolean(v)?;
+            Ok(())
+        },
+        get: |c| c.weak_updates.into(),
+    },
 ];
 
 /// Names of all keys, in documentation order.

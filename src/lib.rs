@@ -1,11 +1,14 @@
 //! dkms-trigger: hooks record intents into a spool; one finalizer plans and runs the DKMS builds.
 //! See docs/design.md for the map of modules.
 
+pub mod backend;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod dkmsconf;
+pub mod executor;
 pub mod exit;
+pub mod finalize;
 pub mod fingerprint;
 pub mod intent;
 pub mod inventory;
@@ -14,8 +17,10 @@ pub mod plan;
 pub mod planner;
 pub mod report;
 pub mod root;
+pub mod runner;
 pub mod spool;
 pub mod state;
+pub mod status;
 pub mod ui;
 pub mod validate;
 pub mod version;

@@ -1,9 +1,15 @@
 //! Human and JSON renderings of what the tool knows: the pending spool (and, later, plan and status).
 
 use crate::clock;
+use crate::config::Config;
 use crate::exit::Code;
+use crate::intent::Intent;
+use crate::inventory;
+use crate::planner;
 use crate::root::Root;
 use crate::spool::{self, SpoolFile};
+use crate::state::State;
+use crate::status;
 use crate::ui;
 use anyhow::Result;
 use serde_json::json;
@@ -80,4 +86,61 @@ pub fn spool_json(spool: &SpoolFile, problem: Option<&str>) -> serde_json::Value
         })
         .collect();
     json!({ "version": JSON_VERSION, "problem": problem, "intents": intents })
+}
+
+/// `dkms-trigger plan [--rescan] [--json]`: what a finalize would do now. Read-only.
+pub fn print_plan(root: &Root, config: &Config, rescan: bool, retry_failed: bool, as_json: bool) -> Result<Code> {
+    let (spool, problem) = spool::read(root)?;
+    if let Some(p) = problem {
+        ui::warn(format!("the spool is unreadable ({p}); the next finalize moves it aside and rescans"));
+    }
+    let mut intents: Vec<Intent> = spool.intents().map(|(_, i)| i).collect();
+    if rescan {
+        intents.push(Intent::Rescan);
+    }
+    let state = State::load(root, false)?;
+    let inv = inventory::scan(root, config)?;
+    let plan =
+        planner::plan(&planner::Input { intents: &intents, inventory: &inv, state: &state, config, retry_failed });
+    if as_json {
+        let doc = json!({
+            "version": JSON_VERSION,
+            "intents": intents.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
+            "plan": plan,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        if intents.is_empty() {
+            println!("no pending intents (use --rescan to plan a full reconcile)");
+        }
+        print!("{plan}");
+    }
+    Ok(Code::Ok)
+}
+
+/// `dkms-trigger status [--json]`: the module x kernel table. Read-only.
+pub fn print_status(root: &Root, config: &Config, as_json: bool) -> Result<Code> {
+    let (spool, _) = spool::read(root)?;
+    let intents: Vec<Intent> = spool.intents().map(|(_, i)| i).collect();
+    let state = State::load(root, false)?;
+    let inv = inventory::scan(root, config)?;
+    let pending = planner::plan(&planner::Input {
+        intents: &intents,
+        inventory: &inv,
+        state: &state,
+        config,
+        retry_failed: false,
+    });
+    let table = status::table(&inv, &state, &pending);
+    if as_json {
+        let doc =
+            json!({ "version": JSON_VERSION, "kernels": table.kernels, "modules": table.rows, "notes": pending.notes });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        print!("{table}");
+        if !intents.is_empty() {
+            println!("\n{} pending intent(s): run `dkms-trigger finalize` (or see `dkms-trigger plan`)", intents.len());
+        }
+    }
+    Ok(Code::Ok)
 }

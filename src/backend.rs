@@ -1,0 +1,226 @@
+//! The dkms backend: the dkms commands dkms-trigger runs (always with explicit `-m -v -k -a`, never
+//! the default kernel, always `--no-depmod`) and the mapping of dkms's exit codes to results.
+
+use crate::paths;
+use crate::root::Root;
+use crate::runner::{Cmd, Ran};
+use anyhow::Result;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// What one dkms step came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Ok,
+    /// Exit 77: BUILD_EXCLUSIVE does not match this kernel/arch/config. A skip, not an error.
+    Unsupported(String),
+    /// Exit 21 (3.1.5+), or 1 from a build on a kernel without headers (3.0.10): a skip.
+    NoHeaders(String),
+    /// Exit 13 (3.1.4+): a BUILD_DEPENDS dependency is not installed for this kernel.
+    DependencyMissing(String),
+    /// Exit 10 (make failed) or 7 (no .ko after make); `make_log` is dkms's make.log, when it exists.
+    BuildFailed {
+        reason: String,
+        make_log: Option<PathBuf>,
+    },
+    /// Anything else, with the code and the output's last lines.
+    Failed(String),
+}
+
+impl Step {
+    pub fn is_ok(&self) -> bool {
+        matches!(self, Step::Ok)
+    }
+}
+
+/// A dkms job's time budget, shared by its steps.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline(pub Instant);
+
+impl Deadline {
+    fn remaining(&self) -> Duration {
+        self.0.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))
+    }
+}
+
+/// How to run dkms.
+#[derive(Debug, Clone)]
+pub struct Dkms {
+    pub program: String,
+    pub root: Root,
+}
+
+/// A (module, version, kernel, arch) as dkms arguments.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub module: &'a str,
+    pub version: &'a str,
+    pub kernel: &'a str,
+    pub arch: &'a str,
+    /// The kernel's headers as found by the inventory (passed to dkms when the root is not `/`).
+    pub headers: Option<&'a Path>,
+}
+
+impl Dkms {
+    fn cmd(&self, action: &str) -> Cmd {
+        let mut c = Cmd::new(&self.program).arg(action);
+        if !self.root.is_host() {
+            // An alternate root: point dkms's trees into it (dkms has no --root of its own).
+            c = c
+                .arg(format!("--dkmstree={}", self.root.path(paths::DKMS_TREE).display()))
+                .arg(format!("--sourcetree={}", self.root.path(paths::SOURCE_TREE).display()))
+                .arg(format!("--installtree={}", self.root.path(paths::MODULE_DIRS[0]).display()));
+        }
+        c
+    }
+
+    fn mvka(&self, c: Cmd, t: &Target) -> Cmd {
+        let c = c.args(["-m", t.module, "-v", t.version, "-k", t.kernel, "-a", t.arch]);
+        match (self.root.is_host(), t.headers) {
+            (false, Some(h)) => c.arg(format!("--kernelsourcedir={}", h.display())),
+            _ => c,
+        }
+    }
+
+    /// `dkms add -m M -v V`; "already added" (3) counts as done.
+    pub fn add(&self, module: &str, version: &str, log: &Path, d: Deadline) -> Result<Step> {
+        let ran = self.cmd("add").args(["-m", module, "-v", version]).timeout(d.remaining()).run(log)?;
+        Ok(match ran.code {
+            Some(0) | Some(3) if !ran.timed_out => Step::Ok,
+            _ => Step::Failed(ran.explain()),
+        })
+    }
+
+    /// `dkms unbuild` (removes the build and the installed copy for one kernel).
+    pub fn unbuild(&self, t: &Target, log: &Path, d: Deadline) -> Result<Step> {
+        let ran = self.mvka(self.cmd("unbuild"), t).timeout(d.remaining()).run(log)?;
+        Ok(if ran.ok() || not_there(&ran) { Step::Ok } else { Step::Failed(ran.explain()) })
+    }
+
+    /// `dkms build ... -j N`.
+    pub fn build(&self, t: &Target, make_jobs: u32, log: &Path, d: Deadline) -> Result<Step> {
+        let ran =
+            self.mvka(self.cmd("build"), t).args(["-j", &make_jobs.to_string()]).timeout(d.remaining()).run(log)?;
+        let make_log = self.root.path(format!("{}/{}/{}/build/make.log", paths::DKMS_TREE, t.module, t.version));
+        Ok(classify_build(&ran, t.headers.is_some(), make_log.exists().then_some(make_log)))
+    }
+
+    /// `dkms install ... --no-depmod` (depmod runs once per kernel afterwards).
+    pub fn install(&self, t: &Target, log: &Path, d: Deadline) -> Result<Step> {
+        let ran = self.mvka(self.cmd("install"), t).arg("--no-depmod").timeout(d.remaining()).run(log)?;
+        Ok(match ran.code {
+            Some(0) if !ran.timed_out => Step::Ok,
+            Some(77) => Step::Unsupported(last_line(&ran)),
+            _ => Step::Failed(ran.explain()),
+        })
+    }
+
+    /// `dkms uninstall` of one version for one kernel (before installing another version).
+    pub fn uninstall(&self, t: &Target, log: &Path, d: Deadline) -> Result<Step> {
+        let ran = self.mvka(self.cmd("uninstall"), t).arg("--no-depmod").timeout(d.remaining()).run(log)?;
+        Ok(if ran.ok() || not_there(&ran) { Step::Ok } else { Step::Failed(ran.explain()) })
+    }
+
+    /// `dkms remove -m M -v V -k K -a A`: drops one kernel's build (and the registration when it
+    /// was the last one).
+    pub fn remove(&self, t: &Target, log: &Path, d: Deadline) -> Result<Step> {
+        let ran = self.mvka(self.cmd("remove"), t).arg("--no-depmod").timeout(d.remaining()).run(log)?;
+        Ok(if ran.ok() || not_there(&ran) { Step::Ok } else { Step::Failed(ran.explain()) })
+    }
+}
+
+/// dkms exits 3 for "not added / not built / not installed": nothing to undo.
+fn not_there(ran: &Ran) -> bool {
+    ran.code == Some(3) && !ran.timed_out
+}
+
+fn last_line(ran: &Ran) -> String {
+    ran.last_lines(1).pop().unwrap_or_default()
+}
+
+/// Maps `dkms build`'s exit status (dkms.md, "Exit codes").
+pub fn classify_build(ran: &Ran, has_headers: bool, make_log: Option<PathBuf>) -> Step {
+    if ran.timed_out {
+        return Step::Failed(ran.explain());
+    }
+    match ran.code {
+        Some(0) => Step::Ok,
+        Some(77) => Step::Unsupported(
+            ran.last_lines(4).into_iter().find(|l| l.contains("BUILD_EXCLUSIVE")).unwrap_or_else(|| last_line(ran)),
+        ),
+        Some(21) => Step::NoHeaders(last_line(ran)),
+        Some(1) if !has_headers => Step::NoHeaders(last_line(ran)),
+        Some(13) => Step::DependencyMissing(last_line(ran)),
+        Some(10) | Some(7) => {
+            let what = if ran.code == Some(10) { "make failed" } else { "make produced no module file" };
+            Step::BuildFailed {
+                reason: format!("build failed ({what}, dkms exit {})", ran.code.unwrap_or(0)),
+                make_log,
+            }
+        }
+        _ => Step::Failed(ran.explain()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ran_with(code: i32, output: &str) -> (tempfile::TempDir, Ran) {
+        let t = tempfile::tempdir().unwrap();
+        let script = format!("printf '%s\\n' \"$1\"; exit {code}");
+        let ran = Cmd::new("sh").args(["-c", &script, "sh", output]).run(&t.path().join("log")).unwrap();
+        (t, ran)
+    }
+
+    #[test]
+    fn build_exit_codes_map_as_documented() {
+        let cases: &[(i32, bool, &str, fn(&Step) -> bool)] = &[
+            (0, true, "ok", |s| *s == Step::Ok),
+            (
+                77,
+                true,
+                "Error! ... includes a BUILD_EXCLUSIVE directive which does not match",
+                |s| matches!(s, Step::Unsupported(m) if m.contains("BUILD_EXCLUSIVE")),
+            ),
+            (21, true, "headers missing", |s| matches!(s, Step::NoHeaders(_))),
+            (1, false, "Error! Your kernel headers for kernel X cannot be found", |s| matches!(s, Step::NoHeaders(_))),
+            (1, true, "Error! something else", |s| matches!(s, Step::Failed(m) if m.contains("status 1"))),
+            (
+                13,
+                true,
+                "missing dependencies: nvidia",
+                |s| matches!(s, Step::DependencyMissing(m) if m.contains("nvidia")),
+            ),
+            (
+                10,
+                true,
+                "Bad return status for module build",
+                |s| matches!(s, Step::BuildFailed { reason, .. } if reason.contains("make failed")),
+            ),
+            (7, true, "no .ko", |s| matches!(s, Step::BuildFailed { reason, .. } if reason.contains("no module file"))),
+            (4, true, "broken", |s| matches!(s, Step::Failed(m) if m.contains("status 4: broken"))),
+        ];
+        for (code, headers, out, check) in cases {
+            let (_t, ran) = ran_with(*code, out);
+            let step = classify_build(&ran, *headers, None);
+            assert!(check(&step), "exit {code} (headers {headers}) -> {step:?}");
+        }
+    }
+
+    #[test]
+    fn alternate_root_points_dkms_trees_into_it() {
+        let t = tempfile::tempdir().unwrap();
+        let d = Dkms { program: "dkms".into(), root: Root::open(t.path()).unwrap() };
+        let target =
+            Target { module: "m", version: "1", kernel: "k", arch: "x86_64", headers: Some(Path::new("/r/usr/src/h")) };
+        let shown = d.mvka(d.cmd("build"), &target).display();
+        assert!(
+            shown.contains(&format!("--dkmstree={}/var/lib/dkms", t.path().canonicalize().unwrap().display())),
+            "{shown}"
+        );
+        assert!(shown.ends_with("-m m -v 1 -k k -a x86_64 --kernelsourcedir=/r/usr/src/h"), "{shown}");
+        let host = Dkms { program: "dkms".into(), root: Root::open(Path::new("/")).unwrap() };
+        assert_eq!(host.mvka(host.cmd("build"), &target).display(), "dkms build -m m -v 1 -k k -a x86_64");
+    }
+}

@@ -1,0 +1,252 @@
+//! The one way the tool runs other programs: argv logged, stdin from /dev/null, output appended to
+//! a log file, its own process group (so a timeout kills everything it started), and on failure an
+//! explanation carrying the argv, the exit status, the log's path and its last lines.
+
+use anyhow::{Context, Result};
+use std::ffi::{OsStr, OsString};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A command to run.
+#[derive(Debug, Clone)]
+pub struct Cmd {
+    argv: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+    timeout: Option<Duration>,
+}
+
+impl Cmd {
+    pub fn new(program: impl AsRef<OsStr>) -> Cmd {
+        Cmd { argv: vec![program.as_ref().to_os_string()], env: Vec::new(), timeout: None }
+    }
+
+    pub fn arg(mut self, a: impl AsRef<OsStr>) -> Cmd {
+        self.argv.push(a.as_ref().to_os_string());
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, args: I) -> Cmd {
+        self.argv.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        self
+    }
+
+    pub fn env(mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> Cmd {
+        self.env.push((k.as_ref().to_os_string(), v.as_ref().to_os_string()));
+        self
+    }
+
+    pub fn timeout(mut self, t: Duration) -> Cmd {
+        self.timeout = Some(t);
+        self
+    }
+
+    /// The command line, shell-quoted enough for people to copy.
+    pub fn display(&self) -> String {
+        self.argv
+            .iter()
+            .map(|a| {
+                let s = a.to_string_lossy();
+                if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:+,@".contains(c)) {
+                    s.into_owned()
+                } else {
+                    format!("'{}'", s.replace('\'', "'\\''"))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Runs the command, appending a `$ argv` header and all its output to `log`. A command that
+    /// cannot be started is an error; one that fails is a `Ran` with a non-zero status.
+    pub fn run(&self, log: &Path) -> Result<Ran> {
+        let mut file = open_log(log)?;
+        let start_offset = file.seek(SeekFrom::End(0)).unwrap_or(0);
+        writeln!(file, "$ {}", self.display()).with_context(|| format!("writing {}", log.display()))?;
+        log::info!("running {}", self.display());
+        let mut cmd = Command::new(&self.argv[0]);
+        cmd.args(&self.argv[1..])
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file.try_clone()?)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .process_group(0);
+        let started = Instant::now();
+        let mut child = cmd.spawn().with_context(|| format!("could not run {}", self.display()))?;
+        let pid = child.id() as i32;
+        let mut timed_out = false;
+        let status = loop {
+            if let Some(st) = child.try_wait()? {
+                break st;
+            }
+            if let Some(t) = self.timeout {
+                if started.elapsed() >= t {
+                    timed_out = true;
+                    kill_group(pid);
+                    break child.wait()?;
+                }
+            }
+            std::thread::sleep(poll_interval(started.elapsed()));
+        };
+        let duration = started.elapsed();
+        // Children that outlived the leader (a make left behind) must not keep running.
+        kill_group(pid);
+        let code = status.code();
+        let note = match (timed_out, code, status.signal()) {
+            (true, _, _) => format!("# killed after the {} s timeout", self.timeout.unwrap_or_default().as_secs()),
+            (_, Some(c), _) => format!("# exit status {c} after {:.1}s", duration.as_secs_f64()),
+            (_, None, Some(s)) => format!("# killed by signal {s}"),
+            _ => "# ended".to_string(),
+        };
+        let _ = writeln!(file, "{note}");
+        log::debug!("{} -> {note}", self.display());
+        Ok(Ran { command: self.display(), code, timed_out, duration, log: log.to_path_buf(), log_start: start_offset })
+    }
+}
+
+/// Polls often at first (most commands are quick) and less later.
+fn poll_interval(elapsed: Duration) -> Duration {
+    if elapsed < Duration::from_millis(100) {
+        Duration::from_millis(2)
+    } else if elapsed < Duration::from_secs(2) {
+        Duration::from_millis(20)
+    } else {
+        Duration::from_millis(100)
+    }
+}
+
+/// SIGTERM to the whole group, then SIGKILL to whatever is left after a grace period.
+fn kill_group(pgid: i32) {
+    use nix::sys::signal::{killpg, Signal};
+    use nix::unistd::Pid;
+    let pg = Pid::from_raw(pgid);
+    if killpg(pg, None).is_err() {
+        return; // nobody left
+    }
+    let _ = killpg(pg, Signal::SIGTERM);
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(20));
+        if killpg(pg, None).is_err() {
+            return;
+        }
+    }
+    let _ = killpg(pg, Signal::SIGKILL);
+}
+
+fn open_log(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(path)
+        .with_context(|| format!("opening log {}", path.display()))
+}
+
+/// What a finished command did.
+#[derive(Debug, Clone)]
+pub struct Ran {
+    pub command: String,
+    /// Exit code; None when killed by a signal.
+    pub code: Option<i32>,
+    pub timed_out: bool,
+    pub duration: Duration,
+    pub log: PathBuf,
+    /// Where this command's output starts in the log.
+    log_start: u64,
+}
+
+impl Ran {
+    pub fn ok(&self) -> bool {
+        self.code == Some(0) && !self.timed_out
+    }
+
+    /// This command's output (not the earlier commands' in the same log), at most `max` bytes from its end.
+    pub fn output_tail(&self, max: usize) -> String {
+        let Ok(mut f) = File::open(&self.log) else { return String::new() };
+        let end = f.seek(SeekFrom::End(0)).unwrap_or(0);
+        let from = self.log_start.max(end.saturating_sub(max as u64));
+        let _ = f.seek(SeekFrom::Start(from));
+        let mut buf = Vec::new();
+        let _ = f.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    /// The last `n` non-empty output lines, without the runner's own `$`/`#` lines.
+    pub fn last_lines(&self, n: usize) -> Vec<String> {
+        let text = self.output_tail(16 * 1024);
+        let lines: Vec<String> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with("$ ") && !l.starts_with("# "))
+            .map(str::to_string)
+            .collect();
+        lines[lines.len().saturating_sub(n)..].to_vec()
+    }
+
+    /// One sentence for people: what ran, how it ended, where to look.
+    pub fn explain(&self) -> String {
+        let how = if self.timed_out {
+            format!("was killed after {:.0}s (timeout)", self.duration.as_secs_f64())
+        } else {
+            match self.code {
+                Some(c) => format!("exited with status {c}"),
+                None => "was killed by a signal".to_string(),
+            }
+        };
+        let tail = self.last_lines(3).join(" | ");
+        let tail = if tail.is_empty() { String::new() } else { format!(": {tail}") };
+        format!("`{}` {how}{tail}", self.command)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_logs_and_explains() {
+        let t = tempfile::tempdir().unwrap();
+        let log = t.path().join("job.log");
+        let ok = Cmd::new("sh").args(["-c", "echo hello; echo err >&2"]).run(&log).unwrap();
+        assert!(ok.ok());
+        let bad = Cmd::new("sh").args(["-c", "echo first; echo 'make: *** [x] Error 2'; exit 10"]).run(&log).unwrap();
+        assert_eq!(bad.code, Some(10));
+        assert_eq!(bad.last_lines(1), vec!["make: *** [x] Error 2"]);
+        assert!(bad.explain().contains("exited with status 10: first | make: *** [x] Error 2"), "{}", bad.explain());
+        assert!(!bad.output_tail(1000).contains("hello"), "tail is this command's output only");
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.contains("$ sh -c 'echo hello; echo err >&2'\nhello\nerr\n# exit status 0"), "{text}");
+    }
+
+    #[test]
+    fn stdin_is_null() {
+        let t = tempfile::tempdir().unwrap();
+        let r = Cmd::new("sh").args(["-c", "read x && echo got"]).run(&t.path().join("l")).unwrap();
+        assert_eq!(r.code, Some(1), "read sees end of file at once");
+    }
+
+    #[test]
+    fn timeout_kills_the_whole_group() {
+        let t = tempfile::tempdir().unwrap();
+        let marker = t.path().join("survived");
+        let script = format!("(sleep 3; touch {}) & sleep 30", marker.display());
+        let r =
+            Cmd::new("sh").args(["-c", &script]).timeout(Duration::from_millis(300)).run(&t.path().join("l")).unwrap();
+        assert!(r.timed_out && !r.ok());
+        assert!(r.duration < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(3500));
+        assert!(!marker.exists(), "the background child was killed with its group");
+        assert!(r.explain().contains("timeout"));
+    }
+
+    #[test]
+    fn missing_program_is_an_error_naming_it() {
+        let t = tempfile::tempdir().unwrap();
+        let e = Cmd::new("/nonexistent/dkms").arg("status").run(&t.path().join("l")).unwrap_err();
+        assert!(format!("{e:#}").contains("could not run /nonexistent/dkms status"));
+    }
+}
