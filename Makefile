@@ -10,7 +10,12 @@ CARGO ?= cargo
 CARGO_FLAGS ?= --locked
 BIN := target/release/dkms-trigger
 
-.PHONY: all build check test deps bench demo install clean
+LIBDIR ?= $(PREFIX)/lib
+KERNEL_INSTALL_DIR ?= $(LIBDIR)/kernel/install.d
+ALPM_HOOK_DIR ?= $(PREFIX)/share/libalpm/hooks
+ALPM_SCRIPT_DIR ?= $(PREFIX)/share/libalpm/scripts
+
+.PHONY: all build check test deps bench demo install install-debian install-redhat install-arch clean
 
 all: build
 
@@ -41,6 +46,21 @@ install: build
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/dkms-trigger/config.d
 	install -D -m 0644 docs/config.md $(DESTDIR)$(DOCDIR)/config.md
 	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+
+# Distribution hooks: every file under hooks/<distro>/ is installed at the matching place.
+install-debian: install
+	cd hooks/debian && find . -type f | while read -r f; do \
+		install -D -m 0755 "$$f" "$(DESTDIR)$(SYSCONFDIR)/kernel/$${f#./}"; done
+
+install-redhat: install
+	for f in hooks/rpm/*.install; do \
+		install -D -m 0755 "$$f" "$(DESTDIR)$(KERNEL_INSTALL_DIR)/$$(basename "$$f")"; done
+
+install-arch: install
+	for f in hooks/arch/*.hook; do \
+		install -D -m 0644 "$$f" "$(DESTDIR)$(ALPM_HOOK_DIR)/$$(basename "$$f")"; done
+	for f in hooks/arch/scripts/*; do \
+		install -D -m 0755 "$$f" "$(DESTDIR)$(ALPM_SCRIPT_DIR)/$$(basename "$$f")"; done
 
 clean:
 	$(CARGO) clean
