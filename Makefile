@@ -64,3 +64,17 @@ install-arch: install
 
 clean:
 	$(CARGO) clean
+
+# The Debian package, from this tree: dist/dkms-trigger_<version>_<arch>.deb (docs/debian.md).
+# debian/rules runs `make install-debian DESTDIR=... PREFIX=/usr`. -d: cargo and rustc come from
+# rustup, not from Debian's packages, so the declared build-dependencies are not checked.
+# dpkg-buildpackage writes into ..; the results are moved into dist/.
+.PHONY: deb
+deb:
+	dpkg-buildpackage -b -us -uc -d
+	set -e; v=$$(dpkg-parsechangelog -SVersion); a=$$(dpkg-architecture -qDEB_HOST_ARCH); \
+	mkdir -p dist; \
+	for f in dkms-trigger_$${v}_$${a}.deb dkms-trigger-dbgsym_$${v}_$${a}.deb \
+		dkms-trigger_$${v}_$${a}.buildinfo dkms-trigger_$${v}_$${a}.changes; do \
+		if [ -e "../$$f" ]; then mv -f "../$$f" dist/; fi; done; \
+	echo "built dist/dkms-trigger_$${v}_$${a}.deb"

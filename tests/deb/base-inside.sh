@@ -1,0 +1,52 @@
+#!/bin/bash
+# Runs INSIDE the Debian 12 chroot that tests/deb/base.sh builds (an mmdebstrap customize hook):
+# chooses the two newest linux-headers-<ABI>-<arch> packages the archive offers, installs the older
+# one (K1) and has apt download the newer one (K2, installed by the tests themselves), and writes
+# the choice to /etc/dkms-trigger-tests/kernels ("K1 K2").
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+say() { echo "base-inside: $*" >&2; }
+
+cat >/etc/apt/apt.conf.d/90dkms-trigger-tests <<'EOT'
+// dkms-trigger test chroot: like mmdebstrap's own setup, no Recommends; quiet progress.
+APT::Install-Recommends "false";
+APT::Install-Suggests "false";
+Acquire::Retries "3";
+Dpkg::Use-Pty "false";
+quiet "1";
+EOT
+
+flavour=$(dpkg --print-architecture)
+# The same rule as tests/setup/install-deps.sh: linux-headers-6.1.0-56-amd64, never -cloud-, -rt-
+# or the +debNN backport/security series names, with an installable candidate.
+re="^linux-headers-[0-9]+\\.[0-9]+(\\.[0-9]+)?-[0-9][0-9.]*-${flavour}\$"
+cands=$(apt-cache policy "$re" 2>/dev/null | awk '
+    /^[^ ]/ { pkg = $1; sub(/:$/, "", pkg); next }
+    /^  Candidate:/ { if ($2 != "(none)") print pkg }' | grep -E "$re" | sort -V -u)
+chosen=()
+while read -r pkg; do
+    [[ -n $pkg ]] || continue
+    if apt-get -s -qq install "$pkg" >/dev/null 2>&1; then
+        chosen+=("$pkg")
+    else
+        say "skipping $pkg: not installable"
+    fi
+    ((${#chosen[@]} < 2)) || break
+done < <(tac <<<"$cands")
+((${#chosen[@]} == 2)) || { say "error: fewer than two installable $re packages"; exit 1; }
+k2=${chosen[0]#linux-headers-}
+k1=${chosen[1]#linux-headers-}
+say "kernels: $k1 (installed) $k2 (downloaded)"
+
+apt-get install -y "linux-headers-$k1"
+# Keep the .debs of the K1 headers and kbuild (the tests repackage them) and download K2's.
+apt-get clean
+common1=$(dpkg-query -W -f='${Depends}' "linux-headers-$k1" | tr ',' '\n' | sed -n 's/^ *\(linux-headers-[^ ]*-common\).*/\1/p')
+kbuild=$(dpkg-query -W -f='${Depends}' "linux-headers-$k1" | tr ',' '\n' | sed -n 's/^ *\(linux-kbuild-[^ ]*\).*/\1/p')
+apt-get install -y --reinstall --download-only "linux-headers-$k1" "$common1" "$kbuild"
+apt-get install -y --download-only "linux-headers-$k2"
+ls /var/cache/apt/archives/*.deb >&2
+
+mkdir -p /etc/dkms-trigger-tests
+echo "$k1 $k2" >/etc/dkms-trigger-tests/kernels
+echo "$kbuild" >/etc/dkms-trigger-tests/kbuild
