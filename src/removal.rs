@@ -75,7 +75,10 @@ impl<'a> Ctx<'a> {
     }
 
     fn depmod(&self, kernel: &str) -> Option<String> {
-        let moddir = paths::MODULE_DIRS.iter().map(|d| self.root.path(format!("{d}/{kernel}"))).find(|p| p.join("modules.dep").exists())?;
+        let moddir = paths::MODULE_DIRS
+            .iter()
+            .map(|d| self.root.path(format!("{d}/{kernel}")))
+            .find(|p| p.join("modules.dep").exists())?;
         let mut c = Cmd::new(&self.config.depmod);
         if !self.root.is_host() {
             c = c.arg("-b").arg(self.root.dir());
@@ -141,7 +144,11 @@ pub fn remove_module(root: &Root, config: &Config, module: &str, version: &str) 
     drop_intents(root, |i| match i {
         Intent::ModuleChanged { module: m, version: v } if m == module && v == version => None,
         Intent::Rebuild { kernels, modules } => {
-            let left: Vec<_> = modules.iter().filter(|s| !(s.name == module && s.version.as_deref() == Some(version))).cloned().collect();
+            let left: Vec<_> = modules
+                .iter()
+                .filter(|s| !(s.name == module && s.version.as_deref() == Some(version)))
+                .cloned()
+                .collect();
             if left.is_empty() && !modules.is_empty() {
                 None
             } else {
@@ -169,7 +176,10 @@ fn ctx_remove_all(ctx: &Ctx, module: &str, version: &str) -> Result<Option<Strin
             .arg(format!("--sourcetree={}", ctx.root.path(paths::SOURCE_TREE).display()))
             .arg(format!("--installtree={}", ctx.root.path(paths::MODULE_DIRS[0]).display()));
     }
-    let r = c.args(["-m", module, "-v", version, "--all", "--no-depmod"]).timeout(Duration::from_secs(ctx.config.job_timeout)).run(&ctx.log)?;
+    let r = c
+        .args(["-m", module, "-v", version, "--all", "--no-depmod"])
+        .timeout(Duration::from_secs(ctx.config.job_timeout))
+        .run(&ctx.log)?;
     Ok((!r.ok() && r.code != Some(3)).then(|| format!("could not remove {module}/{version}: {}", r.explain())))
 }
 
@@ -253,7 +263,8 @@ mod tests {
         std::fs::create_dir_all(base.join("hello/1.0/6.1.0-48-amd64/x86_64/module")).unwrap();
         std::fs::create_dir_all(base.join("other/2/6.1.0-47-amd64/x86_64")).unwrap(); // no module dir: not built
         std::fs::create_dir_all(base.join("bad name/1/6.1.0-47-amd64/x86_64/module")).unwrap();
-        std::os::unix::fs::symlink("1.0/6.1.0-47-amd64/x86_64", base.join("hello/kernel-6.1.0-47-amd64-x86_64")).unwrap();
+        std::os::unix::fs::symlink("1.0/6.1.0-47-amd64/x86_64", base.join("hello/kernel-6.1.0-47-amd64-x86_64"))
+            .unwrap();
         assert_eq!(builds_on(&r, "6.1.0-47-amd64"), vec![("hello".into(), "1.0".into(), "x86_64".into())]);
     }
 }

@@ -47,8 +47,12 @@ pub fn classify<'a>(root: &Root, paths: impl IntoIterator<Item = &'a str>) -> To
                 kernel(&mut t, |t| &mut t.headers, &dir["linux-headers-".len()..])
             }
             ["usr", "src", "kernels", k, ..] => kernel(&mut t, |t| &mut t.headers, k),
-            ["usr", "lib", "modules", k, "build", ..] | ["lib", "modules", k, "build", ..] => kernel(&mut t, |t| &mut t.headers, k),
-            ["usr", "lib", "modules", k, f] | ["lib", "modules", k, f] if matches!(*f, "modules.order" | "vmlinuz" | "modules.builtin") => {
+            ["usr", "lib", "modules", k, "build", ..] | ["lib", "modules", k, "build", ..] => {
+                kernel(&mut t, |t| &mut t.headers, k)
+            }
+            ["usr", "lib", "modules", k, f] | ["lib", "modules", k, f]
+                if matches!(*f, "modules.order" | "vmlinuz" | "modules.builtin") =>
+            {
                 kernel(&mut t, |t| &mut t.kernels, k)
             }
             ["boot", f] if f.starts_with("vmlinuz-") => kernel(&mut t, |t| &mut t.kernels, &f["vmlinuz-".len()..]),
@@ -61,6 +65,8 @@ pub fn classify<'a>(root: &Root, paths: impl IntoIterator<Item = &'a str>) -> To
 /// `usr/src/DIR` as (module, version): PACKAGE_NAME and PACKAGE_VERSION when dkms.conf assigns them
 /// literally and they spell DIR, else DIR split at the last `-` followed by a digit.
 fn module_of(root: &Root, dir: &str) -> Option<(String, String)> {
+    // "M-V" obeys the name rule whenever M and V do; checking first keeps `..` out of the path.
+    check(What::ModuleName, dir).ok()?;
     let text = std::fs::read_to_string(root.path(format!("usr/src/{dir}/dkms.conf"))).unwrap_or_default();
     let literal = |key: &str| -> Option<String> {
         text.lines().find_map(|l| {
@@ -74,7 +80,11 @@ fn module_of(root: &Root, dir: &str) -> Option<(String, String)> {
         _ => None,
     };
     let (name, version) = from_conf.or_else(|| {
-        let at = dir.char_indices().filter(|(i, c)| *c == '-' && dir[i + 1..].starts_with(|d: char| d.is_ascii_digit())).map(|(i, _)| i).last()?;
+        let at = dir
+            .char_indices()
+            .filter(|(i, c)| *c == '-' && dir[i + 1..].starts_with(|d: char| d.is_ascii_digit()))
+            .map(|(i, _)| i)
+            .last()?;
         Some((dir[..at].to_string(), dir[at + 1..].to_string()))
     })?;
     (check(What::ModuleName, &name).is_ok() && check(What::ModuleVersion, &version).is_ok()).then_some((name, version))
@@ -99,7 +109,11 @@ mod tests {
     fn classifies_rpm_pacman_and_debian_paths() {
         let t = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(t.path().join("usr/src/nvidia-fs-2.26.6")).unwrap();
-        std::fs::write(t.path().join("usr/src/nvidia-fs-2.26.6/dkms.conf"), "PACKAGE_NAME=\"nvidia-fs\"\nPACKAGE_VERSION=2.26.6\n").unwrap();
+        std::fs::write(
+            t.path().join("usr/src/nvidia-fs-2.26.6/dkms.conf"),
+            "PACKAGE_NAME=\"nvidia-fs\"\nPACKAGE_VERSION=2.26.6\n",
+        )
+        .unwrap();
         let root = Root::open(t.path()).unwrap();
         let got = classify(
             &root,
@@ -118,8 +132,14 @@ mod tests {
                 "/usr/src/../dkms.conf",
             ],
         );
-        assert_eq!(got.modules.iter().cloned().collect::<Vec<_>>(), vec![("nvidia-fs".into(), "2.26.6".into()), ("zfs".into(), "2.1.11".into())]);
-        assert_eq!(got.headers.iter().cloned().collect::<Vec<_>>(), vec!["5.14.0-362.el9.x86_64", "6.1.0-47-amd64", "6.6.1-arch1-1"]);
+        assert_eq!(
+            got.modules.iter().cloned().collect::<Vec<_>>(),
+            vec![("nvidia-fs".into(), "2.26.6".into()), ("zfs".into(), "2.1.11".into())]
+        );
+        assert_eq!(
+            got.headers.iter().cloned().collect::<Vec<_>>(),
+            vec!["5.14.0-362.el9.x86_64", "6.1.0-47-amd64", "6.6.1-arch1-1"]
+        );
         assert_eq!(got.kernels.iter().cloned().collect::<Vec<_>>(), vec!["6.1.0-47-amd64", "6.6.1-arch1-1"]);
         assert_eq!(got.refused.len(), 2, "{:?}", got.refused);
         let upgrade = got.intents(true);
