@@ -62,6 +62,36 @@ pub enum Command {
     },
     /// Plan and run the pending work with dkms (run once at the end of a package transaction).
     Finalize(FinalizeArgs),
+    /// Remove a kernel's DKMS builds now (kernel or headers being removed) and drop its pending intents.
+    RemoveKernel {
+        #[arg(value_parser = kernel_version)]
+        kver: String,
+    },
+    /// Remove every build of a module version now (its source is being removed).
+    RemoveModule {
+        #[arg(value_name = "NAME/VERSION", value_parser = module_with_version)]
+        module: ModuleSel,
+    },
+    /// Read package file paths on stdin (rpm file triggers, pacman hooks) and record or remove accordingly.
+    FromPaths {
+        /// What the transaction does to these paths.
+        #[arg(long, value_enum)]
+        op: PathOp,
+        /// Who reports the paths, e.g. `rpm:kernel-devel`.
+        #[arg(long, value_name = "TEXT", value_parser = source_text)]
+        source: Option<String>,
+    },
+}
+
+/// The operation of `from-paths`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathOp {
+    /// New files: record kernel-added, headers-changed, module-changed.
+    Install,
+    /// Replaced files (upgrade or reinstall): as install, and headers changes are forced rebuilds.
+    Upgrade,
+    /// Files about to be removed: remove the DKMS builds of those modules and kernels now.
+    Remove,
 }
 
 #[derive(Args, Debug)]
@@ -286,6 +316,49 @@ fn run(cli: &Cli) -> Result<Code> {
                 rescan: a.rescan,
             };
             crate::finalize::run(&root, &loaded.config, &opts)
+        }
+        Command::RemoveKernel { kver } => {
+            root::require_root("remove-kernel")?;
+            let loaded = load_config(&root, cli)?;
+            let n = crate::removal::remove_kernel(&root, &loaded.config, kver)?;
+            if n > 0 {
+                ui::info(format!("dkms-trigger: removed {n} DKMS build(s) for {kver}"));
+            }
+            Ok(Code::Ok)
+        }
+        Command::RemoveModule { module } => {
+            root::require_root("remove-module")?;
+            let loaded = load_config(&root, cli)?;
+            let version = module.version.as_deref().expect("validated NAME/VERSION");
+            crate::removal::remove_module(&root, &loaded.config, &module.name, version)?;
+            Ok(Code::Ok)
+        }
+        Command::FromPaths { op, source } => {
+            root::require_root("from-paths")?;
+            let mut input = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)
+                .map_err(|e| Failure::new(Code::Usage, format!("reading paths from stdin: {e}")))?;
+            let touched = crate::targets::classify(&root, input.lines());
+            for r in &touched.refused {
+                ui::warn(format!("ignoring {}: not a valid kernel or module name", validate::shown(r)));
+            }
+            if *op == PathOp::Remove {
+                let loaded = load_config(&root, cli)?;
+                for (m, v) in &touched.modules {
+                    crate::removal::remove_module(&root, &loaded.config, m, v)?;
+                }
+                for k in touched.headers.iter().chain(&touched.kernels) {
+                    crate::removal::remove_kernel(&root, &loaded.config, k)?;
+                }
+            } else {
+                let intents = touched.intents(*op == PathOp::Upgrade);
+                if !intents.is_empty() {
+                    for w in spool::record(&root, &intents, source.as_deref())? {
+                        ui::warn(w);
+                    }
+                }
+            }
+            Ok(Code::Ok)
         }
         Command::Config => {
             let loaded = load_config(&root, cli)?;

@@ -1,0 +1,149 @@
+//! Package file lists into intents: rpm file triggers and pacman hooks hand over the paths a
+//! transaction installs or removes; this decides which kernels, headers and module sources they are.
+
+use crate::intent::Intent;
+use crate::root::Root;
+use crate::validate::{check, What};
+use std::collections::BTreeSet;
+
+/// What a list of paths touched.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Touched {
+    /// Module sources (usr/src/M-V/dkms.conf).
+    pub modules: BTreeSet<(String, String)>,
+    /// Kernels whose headers tree was touched.
+    pub headers: BTreeSet<String>,
+    /// Kernels whose modules directory got a kernel (modules.order, vmlinuz, boot/vmlinuz-K).
+    pub kernels: BTreeSet<String>,
+    /// Paths that looked relevant but carried an invalid name.
+    pub refused: Vec<String>,
+}
+
+/// Classifies root-relative or absolute paths (leading `/` ignored).
+pub fn classify<'a>(root: &Root, paths: impl IntoIterator<Item = &'a str>) -> Touched {
+    let mut t = Touched::default();
+    for raw in paths {
+        let p = raw.trim().trim_start_matches('/').trim_end_matches('/');
+        if p.is_empty() {
+            continue;
+        }
+        let parts: Vec<&str> = p.split('/').collect();
+        let kernel = |t: &mut Touched, set: fn(&mut Touched) -> &mut BTreeSet<String>, k: &str| {
+            if check(What::KernelVersion, k).is_ok() {
+                set(t).insert(k.to_string());
+            } else {
+                t.refused.push(raw.to_string());
+            }
+        };
+        match parts.as_slice() {
+            ["usr", "src", dir, "dkms.conf"] => match module_of(root, dir) {
+                Some(mv) => {
+                    t.modules.insert(mv);
+                }
+                None => t.refused.push(raw.to_string()),
+            },
+            // Debian's linux-headers-K (not the -common tree), Fedora's kernel-devel tree.
+            ["usr", "src", dir, ..] if dir.starts_with("linux-headers-") && !dir.ends_with("-common") => {
+                kernel(&mut t, |t| &mut t.headers, &dir["linux-headers-".len()..])
+            }
+            ["usr", "src", "kernels", k, ..] => kernel(&mut t, |t| &mut t.headers, k),
+            ["usr", "lib", "modules", k, "build", ..] | ["lib", "modules", k, "build", ..] => {
+                kernel(&mut t, |t| &mut t.headers, k)
+            }
+            ["usr", "lib", "modules", k, f] | ["lib", "modules", k, f]
+                if matches!(*f, "modules.order" | "vmlinuz" | "modules.builtin") =>
+            {
+                kernel(&mut t, |t| &mut t.kernels, k)
+            }
+            ["boot", f] if f.starts_with("vmlinuz-") => kernel(&mut t, |t| &mut t.kernels, &f["vmlinuz-".len()..]),
+            _ => {}
+        }
+    }
+    t
+}
+
+/// `usr/src/DIR` as (module, version): PACKAGE_NAME and PACKAGE_VERSION when dkms.conf assigns them
+/// literally and they spell DIR, else DIR split at the last `-` followed by a digit.
+fn module_of(root: &Root, dir: &str) -> Option<(String, String)> {
+    // "M-V" obeys the name rule whenever M and V do; checking first keeps `..` out of the path.
+    check(What::ModuleName, dir).ok()?;
+    let text = std::fs::read_to_string(root.path(format!("usr/src/{dir}/dkms.conf"))).unwrap_or_default();
+    let literal = |key: &str| -> Option<String> {
+        text.lines().find_map(|l| {
+            let v = l.trim().strip_prefix(key)?.strip_prefix('=')?;
+            let v = v.trim().trim_matches(|c| c == '"' || c == '\'');
+            (!v.contains('$') && !v.is_empty()).then(|| v.to_string())
+        })
+    };
+    let from_conf = match (literal("PACKAGE_NAME"), literal("PACKAGE_VERSION")) {
+        (Some(n), Some(v)) if format!("{n}-{v}") == dir => Some((n, v)),
+        _ => None,
+    };
+    let (name, version) = from_conf.or_else(|| {
+        let at = dir
+            .char_indices()
+            .filter(|(i, c)| *c == '-' && dir[i + 1..].starts_with(|d: char| d.is_ascii_digit()))
+            .map(|(i, _)| i)
+            .last()?;
+        Some((dir[..at].to_string(), dir[at + 1..].to_string()))
+    })?;
+    (check(What::ModuleName, &name).is_ok() && check(What::ModuleVersion, &version).is_ok()).then_some((name, version))
+}
+
+impl Touched {
+    /// The intents an install (`upgrade` = false) or an upgrade/reinstall records.
+    pub fn intents(&self, upgrade: bool) -> Vec<Intent> {
+        let mut v: Vec<Intent> = Vec::new();
+        v.extend(self.kernels.iter().map(|k| Intent::KernelAdded { kernel: k.clone() }));
+        v.extend(self.headers.iter().map(|k| Intent::HeadersChanged { kernel: k.clone(), force: upgrade }));
+        v.extend(self.modules.iter().map(|(m, ver)| Intent::ModuleChanged { module: m.clone(), version: ver.clone() }));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_rpm_pacman_and_debian_paths() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("usr/src/nvidia-fs-2.26.6")).unwrap();
+        std::fs::write(
+            t.path().join("usr/src/nvidia-fs-2.26.6/dkms.conf"),
+            "PACKAGE_NAME=\"nvidia-fs\"\nPACKAGE_VERSION=2.26.6\n",
+        )
+        .unwrap();
+        let root = Root::open(t.path()).unwrap();
+        let got = classify(
+            &root,
+            [
+                "/usr/src/nvidia-fs-2.26.6",
+                "/usr/src/nvidia-fs-2.26.6/dkms.conf",
+                "usr/src/zfs-2.1.11/dkms.conf",
+                "/usr/src/kernels/5.14.0-362.el9.x86_64/Makefile",
+                "usr/lib/modules/6.6.1-arch1-1/build/include/",
+                "/usr/src/linux-headers-6.1.0-47-amd64/Makefile",
+                "/usr/src/linux-headers-6.1.0-47-common/Makefile",
+                "usr/lib/modules/6.6.1-arch1-1/modules.order",
+                "/boot/vmlinuz-6.1.0-47-amd64",
+                "/usr/lib/modules/6.6.1-arch1-1/kernel/fs/x.ko",
+                "/usr/lib/modules/..%2f/modules.order",
+                "/usr/src/../dkms.conf",
+            ],
+        );
+        assert_eq!(
+            got.modules.iter().cloned().collect::<Vec<_>>(),
+            vec![("nvidia-fs".into(), "2.26.6".into()), ("zfs".into(), "2.1.11".into())]
+        );
+        assert_eq!(
+            got.headers.iter().cloned().collect::<Vec<_>>(),
+            vec!["5.14.0-362.el9.x86_64", "6.1.0-47-amd64", "6.6.1-arch1-1"]
+        );
+        assert_eq!(got.kernels.iter().cloned().collect::<Vec<_>>(), vec!["6.1.0-47-amd64", "6.6.1-arch1-1"]);
+        assert_eq!(got.refused.len(), 2, "{:?}", got.refused);
+        let upgrade = got.intents(true);
+        assert!(upgrade.contains(&Intent::HeadersChanged { kernel: "6.6.1-arch1-1".into(), force: true }));
+        assert!(got.intents(false).contains(&Intent::HeadersChanged { kernel: "6.6.1-arch1-1".into(), force: false }));
+    }
+}

@@ -1,0 +1,166 @@
+#!/bin/bash
+# Installs what the real-dkms tests (tests/common, tests/world_smoke.rs) need on a Debian 12 or Ubuntu
+# machine, as root: dkms, a toolchain, kmod, openssl, unshare, and the TWO NEWEST kernel header
+# packages of the machine's flavour that the distribution offers, chosen at run time.
+#
+# Idempotent and fast when everything is present: no `apt-get update` unless something must be
+# installed (or the package lists are missing). Prints the chosen kernel versions at the end, the last
+# line being `kernels: K1 K2` (oldest first).
+#
+# Usage: tests/setup/install-deps.sh [--rpm] [--pacman] [--chroot] [--deb] [--flavour F] [--dry-run]
+#   --rpm      rpm (rpm, rpmbuild) for rpm trigger tests
+#   --pacman   pacman-package-manager, zstd, libarchive-tools for ALPM hook tests
+#   --chroot   mmdebstrap for throwaway Debian chroots
+#   --deb      debhelper, lintian, dpkg-dev for building the .deb
+#   --flavour  kernel flavour of the header packages (default: amd64 on Debian amd64, generic on
+#              Ubuntu); -cloud, -rt and other flavours are never picked by default
+#   --dry-run  show what would be installed, install nothing (still runs apt-get update if needed)
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+# Package lists older than this are refreshed before installing anything.
+LISTS_MAX_AGE_MIN=$((6 * 60))
+
+extra=()
+flavour=""
+dry_run=""
+while (($#)); do
+    case "$1" in
+        --rpm) extra+=(rpm) ;;
+        --pacman) extra+=(pacman-package-manager zstd libarchive-tools) ;;
+        --chroot) extra+=(mmdebstrap) ;;
+        --deb) extra+=(debhelper lintian dpkg-dev) ;;
+        --flavour) flavour="${2:?--flavour needs a value}"; shift ;;
+        --flavour=*) flavour="${1#*=}" ;;
+        --dry-run) dry_run=1 ;;
+        -h | --help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
+        *) echo "install-deps: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+say() { echo "install-deps: $*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+[[ $(id -u) = 0 ]] || die "must run as root"
+command -v apt-get >/dev/null && command -v dpkg-query >/dev/null ||
+    die "needs a Debian or Ubuntu system (apt-get, dpkg-query)"
+
+base=(dkms gcc make libc6-dev kmod openssl bash util-linux)
+
+if [[ -z $flavour ]]; then
+    distro=$(. /etc/os-release 2>/dev/null && echo "${ID:-}")
+    case "$distro" in
+        ubuntu) flavour=generic ;;
+        *) flavour=$(dpkg --print-architecture) ;; # Debian names the flavour after the arch: amd64
+    esac
+fi
+# Debian: linux-headers-6.1.0-56-amd64; Ubuntu: linux-headers-6.8.0-45-generic. The ABI part is
+# digits, dots and dashes only, which keeps out -cloud-amd64, -rt-amd64 and meta packages.
+header_re="^linux-headers-[0-9]+\\.[0-9]+(\\.[0-9]+)?-[0-9][0-9.]*-${flavour}\$"
+
+installed() { # PKG: installed and configured
+    [[ $(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null) == "ii"* ]]
+}
+
+lists_present() {
+    compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null
+}
+
+lists_fresh() {
+    lists_present || return 1
+    # Fresh when some Packages file is younger than the limit.
+    [[ -n $(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin "-$LISTS_MAX_AGE_MIN" -print -quit) ]]
+}
+
+updated=""
+apt_update() {
+    [[ -n $updated ]] && return
+    say "apt-get update"
+    apt-get update -qq >&2 || die "apt-get update failed"
+    updated=1
+}
+
+# Header packages of our flavour that apt can install (a candidate version exists) or that are
+# already installed (a mirror may have dropped them; they still work), version-sorted, newest last.
+# One `apt-cache policy` call with a regex: each apt-cache run costs a second or more where apt keeps
+# no binary cache (containers).
+header_candidates() {
+    apt-cache policy "$header_re" 2>/dev/null | awk '
+        /^[^ ]/ { pkg = $1; sub(/:$/, "", pkg); next }
+        /^  Installed:/ { inst = $2; next }
+        /^  Candidate:/ { if ($2 != "(none)" || inst != "(none)") print pkg }' |
+        grep -E "$header_re" | sort -V -u || true
+}
+
+# The two newest usable header packages (oldest first).
+choose_headers() {
+    local cands chosen=() pkg
+    cands=$(header_candidates)
+    # Newest first; skip packages that apt cannot actually install (broken dependencies).
+    while read -r pkg; do
+        [[ -n $pkg ]] || continue
+        if installed "$pkg" || apt-get -s -qq install --no-install-recommends "$pkg" >/dev/null 2>&1; then
+            chosen+=("$pkg")
+        else
+            say "skipping $pkg: not installable"
+        fi
+        ((${#chosen[@]} < 2)) || break
+    done < <(tac <<<"$cands")
+    ((${#chosen[@]} == 2)) || return 1
+    printf '%s\n' "${chosen[1]}" "${chosen[0]}"
+}
+
+lists_present || apt_update
+
+headers=""
+if ! headers=$(choose_headers); then
+    # Stale lists may simply not know the current ABIs.
+    if [[ -z $updated ]]; then
+        apt_update
+        headers=$(choose_headers) || true
+    fi
+fi
+[[ $(wc -w <<<"$headers") == 2 ]] ||
+    die "fewer than two installable linux-headers-*-$flavour packages are offered (check /etc/apt/sources.list*, or pass --flavour)"
+
+# shellcheck disable=SC2206
+wanted=("${base[@]}" "${extra[@]}" $headers)
+missing=()
+for p in "${wanted[@]}"; do installed "$p" || missing+=("$p"); done
+
+if ((${#missing[@]})); then
+    if ! lists_fresh && [[ -z $updated ]]; then
+        apt_update
+        # Newer ABIs may have appeared: choose again.
+        if new=$(choose_headers) && [[ $new != "$headers" ]]; then
+            headers=$new
+            # shellcheck disable=SC2206
+            wanted=("${base[@]}" "${extra[@]}" $headers)
+            missing=()
+            for p in "${wanted[@]}"; do installed "$p" || missing+=("$p"); done
+        fi
+    fi
+fi
+
+if ((${#missing[@]})); then
+    say "installing: ${missing[*]}"
+    if [[ -n $dry_run ]]; then
+        say "(dry run: nothing installed)"
+    else
+        apt-get install -y -q --no-install-recommends "${missing[@]}" >&2 ||
+            die "apt-get install failed"
+    fi
+else
+    say "all packages present"
+fi
+
+kernels=()
+for p in $headers; do
+    k=${p#linux-headers-}
+    if [[ -z $dry_run && ! -e /lib/modules/$k/build/include ]]; then
+        die "$p is installed but /lib/modules/$k/build/include is missing"
+    fi
+    kernels+=("$k")
+done
+echo "kernels: ${kernels[*]}"
