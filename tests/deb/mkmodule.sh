@@ -144,5 +144,5 @@ exit 0
 EOT
 chmod 0755 "$tree/DEBIAN/postinst" "$tree/DEBIAN/prerm"
 out=/root/debs/${pkg}_$version-${revision}_all.deb
-dpkg-deb --root-owner-group -Zxz -b "$tree" "$out" >/dev/null
+dpkg-deb --root-owner-group -Zgzip -b "$tree" "$out" >/dev/null
 echo "$out"
