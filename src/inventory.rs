@@ -1,13 +1,24 @@
 //! The system as the planner sees it, read from the filesystem under the root: kernels (headers,
 //! image, arch), DKMS modules and their on-disk state, weak-updates links, fingerprints.
-//!
-//! SKELETON: types are fixed (the planner is written against them); the helper fills in `scan`.
 
-use crate::dkmsconf::{ConfValues, Evaluated};
-use crate::fingerprint::Fingerprint;
+mod dkms_tree;
+pub(crate) mod kernels;
+pub(crate) mod resolve;
+mod sources;
+mod weak;
+
+use crate::config::Config;
+use crate::dkmsconf::{ConfValues, Evaluated, KernelContext, Options, Request};
+use crate::fingerprint::{self, Fingerprint, KernelCache, Overrides, SourceDigest};
+use crate::paths::{DKMS_ETC, DKMS_TREE, MODULE_DIRS, SOURCE_TREE};
+use crate::root::Root;
+use crate::validate::{check, What};
+use resolve::{relative, resolve};
 use serde::Serialize;
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// (module name, module version).
 pub type ModKey = (String, String);
@@ -30,11 +41,13 @@ pub struct Inventory {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Kernel {
     pub version: String,
-    /// Root-relative modules directory (`lib/modules/K` or `usr/lib/modules/K`).
+    /// Root-relative modules directory with symlinks resolved: `usr/lib/modules/K` on merged-/usr
+    /// systems (where lib/modules/K is the same directory), `lib/modules/K` on split ones.
     pub modules_dir: String,
     /// Absolute path of the usable headers (the `build` directory, resolved, containing a Makefile).
     pub headers: Option<PathBuf>,
-    /// A kernel image exists (boot/vmlinuz-K or the modules directory's vmlinuz).
+    /// A kernel image exists (boot/vmlinuz-K or vmlinux-K, or the modules directory's vmlinuz or
+    /// vmlinux).
     pub image: bool,
     /// Architecture as dkms names it (`x86_64`), from the headers' .config or the machine.
     pub arch: String,
@@ -64,7 +77,8 @@ pub struct Module {
     pub weak: BTreeMap<String, String>,
     /// The evaluated dkms.conf (None when there is no source or it could not be evaluated).
     pub conf: Option<Evaluated>,
-    /// Fingerprint of the module-side inputs per kernel (source tree, /etc/dkms overrides).
+    /// Fingerprint of the module-side inputs per kernel (source tree, /etc/dkms overrides), for
+    /// every kernel with headers; empty for a broken module.
     pub prints: BTreeMap<String, Fingerprint>,
 }
 
@@ -107,8 +121,274 @@ impl Inventory {
     }
 }
 
+/// How dkms.conf files are evaluated: `dkmsconf::evaluate`, or a stand-in in tests.
+pub type Evaluator<'a> = &'a dyn Fn(&[Request], &Options) -> Vec<Result<Evaluated, String>>;
+
+/// Where the dkms script may be, in the order dkms's Makefile and distributions install it.
+const DKMS_SCRIPTS: [&str; 3] = ["usr/sbin/dkms", "sbin/dkms", "usr/bin/dkms"];
+
 /// Reads the whole inventory under `root`: kernels, DKMS modules (evaluating their dkms.conf for
 /// every kernel with headers), weak-updates links and fingerprints. Read-only; works as non-root.
-pub fn scan(_root: &crate::root::Root, _config: &crate::config::Config) -> anyhow::Result<Inventory> {
-    todo!("helper: inventory scan")
+pub fn scan(root: &Root, config: &Config) -> anyhow::Result<Inventory> {
+    scan_with(root, config, &crate::dkmsconf::evaluate)
 }
+
+/// `scan` with the dkms.conf evaluation supplied by the caller. It is called once with every
+/// trusted, unbroken module (a second time for modules re-keyed by their dkms.conf), never with an
+/// empty list.
+pub fn scan_with(root: &Root, config: &Config, evaluate: Evaluator<'_>) -> anyhow::Result<Inventory> {
+    let mut notes = Vec::new();
+    let (release, machine) = uname();
+    let mut cache = KernelCache::default();
+    let kernels = kernels::scan(root, &machine, &mut cache, &mut notes)?;
+    let mut drafts = collect_modules(root, &mut notes)?;
+    for d in drafts.values_mut() {
+        d.read_source(root, config);
+    }
+    evaluate_modules(root, config, &kernels, &mut drafts, evaluate);
+
+    let mut overrides = Overrides::load(root);
+    let links = weak::links(root, &kernels);
+    let mut modules = BTreeMap::new();
+    for (key, mut d) in drafts {
+        if let (None, Some(source)) = (&d.module.broken, &d.source_print) {
+            for k in kernels.values().filter(|k| k.headers.is_some()) {
+                let print = overrides.module_side(root, source, &key.0, &key.1, &k.version, &k.arch);
+                d.module.prints.insert(k.version.clone(), print);
+            }
+        }
+        d.module.weak = weak::satisfied(&links, &d.module.builds, &d.kos);
+        modules.insert(key, d.module);
+    }
+
+    let running_kernel = Some(release).filter(|r| root.is_host() && kernels.contains_key(r));
+    Ok(Inventory { kernels, running_kernel, dkms_version: dkms_version(root), modules, notes })
+}
+
+/// A module while it is being scanned.
+struct Draft {
+    module: Module,
+    /// Resolved source directory (host path) holding a dkms.conf.
+    source_dir: Option<PathBuf>,
+    /// For a module found only in usr/src: the directory name PACKAGE_NAME-PACKAGE_VERSION must match.
+    dir_name: Option<String>,
+    source_print: Option<SourceDigest>,
+    /// Module file names per build (for weak-updates).
+    kos: BTreeMap<(String, String), Vec<String>>,
+}
+
+impl Draft {
+    fn new(name: &str, version: &str, registered: bool) -> Draft {
+        Draft {
+            module: Module {
+                name: name.to_string(),
+                version: version.to_string(),
+                source: None,
+                registered,
+                broken: None,
+                builds: BTreeMap::new(),
+                weak: BTreeMap::new(),
+                conf: None,
+                prints: BTreeMap::new(),
+            },
+            source_dir: None,
+            dir_name: None,
+            source_print: None,
+            kos: BTreeMap::new(),
+        }
+    }
+
+    /// Walks the source tree once: for the trust check and for the `source` fingerprint.
+    fn read_source(&mut self, root: &Root, config: &Config) {
+        let Some(dir) = self.source_dir.as_ref().filter(|_| self.module.broken.is_none()) else { return };
+        match fingerprint::walk(dir) {
+            Ok(entries) => {
+                if !config.allow_untrusted_sources {
+                    if let Some(why) = sources::distrust(root, dir, &entries) {
+                        self.module.broken =
+                            Some(format!("untrusted source: {why} (allow_untrusted_sources = true accepts it)"));
+                    }
+                }
+                self.source_print = Some(SourceDigest::of(&entries));
+            }
+            Err(e) => self.module.broken = Some(format!("cannot read {}: {e}", relative(root, dir))),
+        }
+    }
+}
+
+/// Registered module versions (var/lib/dkms) and unregistered sources (usr/src) by (name, version).
+fn collect_modules(root: &Root, notes: &mut Vec<String>) -> anyhow::Result<BTreeMap<ModKey, Draft>> {
+    let mut drafts = BTreeMap::new();
+    for r in dkms_tree::scan(root, notes)? {
+        let mut d = Draft::new(&r.name, &r.version, true);
+        match r.source {
+            Ok(dir) => match sources::conf_file(root, &dir) {
+                Some(_) => {
+                    d.module.source = Some(relative(root, &dir));
+                    d.source_dir = Some(dir);
+                }
+                None => d.module.broken = Some(format!("{} has no dkms.conf", relative(root, &dir))),
+            },
+            Err(why) => d.module.broken = Some(why),
+        }
+        d.module.builds = r.builds;
+        d.kos = r.kos;
+        drafts.insert((r.name, r.version), d);
+    }
+    let known: HashSet<PathBuf> = drafts.values().filter_map(|d| d.source_dir.clone()).collect();
+    for u in sources::scan(root, &known, notes)? {
+        let key = (u.name, u.version);
+        if drafts.contains_key(&key) {
+            notes.push(format!(
+                "{SOURCE_TREE}/{}: {}/{} is registered with another source; ignored",
+                u.dir_name, key.0, key.1
+            ));
+            continue;
+        }
+        let mut d = Draft::new(&key.0, &key.1, false);
+        d.module.source = Some(relative(root, &u.dir));
+        d.source_dir = Some(u.dir);
+        d.dir_name = Some(u.dir_name);
+        drafts.insert(key, d);
+    }
+    Ok(drafts)
+}
+
+/// Evaluates the dkms.conf of every usable module for every kernel with headers and checks that
+/// it names the module it was found as. A module found only in usr/src whose directory name was
+/// split wrongly (`a-b-1` as a/b-1) is re-keyed to what its dkms.conf says and evaluated again,
+/// since override file names depend on the name.
+fn evaluate_modules(
+    root: &Root,
+    config: &Config,
+    kernels: &BTreeMap<String, Kernel>,
+    drafts: &mut BTreeMap<ModKey, Draft>,
+    evaluate: Evaluator<'_>,
+) {
+    let contexts: Vec<KernelContext> = kernels
+        .values()
+        .filter_map(|k| {
+            let h = k.headers.as_ref()?;
+            Some(KernelContext {
+                kernelver: k.version.clone(),
+                arch: k.arch.clone(),
+                kernel_source_dir: h.clone(),
+                kernel_config: h.join(".config"),
+            })
+        })
+        .collect();
+    let opts = Options {
+        dkms_tree: root.path(DKMS_TREE),
+        source_tree: root.path(SOURCE_TREE),
+        install_tree: root.path(install_tree(root)),
+        override_dir: root.path(DKMS_ETC),
+        timeout: Duration::from_secs(config.eval_timeout),
+        parallel: std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let mut pending: Vec<(ModKey, PathBuf)> = drafts
+        .iter()
+        .filter(|(_, d)| d.module.broken.is_none())
+        .filter_map(|(key, d)| Some((key.clone(), sources::conf_file(root, d.source_dir.as_ref()?)?)))
+        .collect();
+    for second_round in [false, true] {
+        if pending.is_empty() {
+            break;
+        }
+        let requests: Vec<Request> = pending
+            .iter()
+            .map(|((m, v), conf)| Request {
+                module: m.clone(),
+                version: v.clone(),
+                conf: conf.clone(),
+                kernels: contexts.clone(),
+            })
+            .collect();
+        let mut results = evaluate(&requests, &opts).into_iter();
+        let mut rekeyed = Vec::new();
+        for (key, conf) in pending.drain(..) {
+            let result = results.next().unwrap_or_else(|| Err("the evaluator returned no result".into()));
+            let ev = match result {
+                Ok(ev) => ev,
+                Err(e) => {
+                    drafts.get_mut(&key).expect("pending module").module.broken = Some(format!("dkms.conf: {e}"));
+                    continue;
+                }
+            };
+            let named = (ev.generic.package_name.clone(), ev.generic.package_version.clone());
+            let free = !drafts.contains_key(&named);
+            let d = drafts.get_mut(&key).expect("pending module");
+            if named != key {
+                let dir_agrees = d.dir_name.as_deref() == Some(format!("{}-{}", named.0, named.1).as_str());
+                let valid = check(What::ModuleName, &named.0).is_ok() && check(What::ModuleVersion, &named.1).is_ok();
+                if dir_agrees && valid && free && !second_round && !d.module.registered {
+                    rekeyed.push((key, named, conf));
+                    continue;
+                }
+                d.module.broken = Some(match &d.dir_name {
+                    Some(dir) => format!(
+                        "dkms.conf says PACKAGE_NAME={} PACKAGE_VERSION={}, which does not match its directory {SOURCE_TREE}/{dir}",
+                        named.0, named.1
+                    ),
+                    None => format!(
+                        "dkms.conf says PACKAGE_NAME={} PACKAGE_VERSION={}, but it is registered as {}/{}",
+                        named.0, named.1, key.0, key.1
+                    ),
+                });
+            }
+            d.module.conf = Some(ev);
+        }
+        for (old, new, conf) in rekeyed {
+            let mut d = drafts.remove(&old).expect("pending module");
+            d.module.name = new.0.clone();
+            d.module.version = new.1.clone();
+            drafts.insert(new.clone(), d);
+            pending.push((new, conf));
+        }
+    }
+}
+
+/// The modules tree dkms installs into (`install_tree`): the first of MODULE_DIRS that exists.
+fn install_tree(root: &Root) -> &'static str {
+    MODULE_DIRS.into_iter().find(|d| resolve(root, Path::new(d)).is_ok_and(|p| p.is_dir())).unwrap_or(MODULE_DIRS[0])
+}
+
+/// Entry names of a directory, sorted (non-UTF-8 names lossily, so that they fail validation).
+fn sorted_names(dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut names: Vec<String> = fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_, _>>()?;
+    names.sort();
+    Ok(names)
+}
+
+/// The installed dkms's version, read from its script under the root.
+fn dkms_version(root: &Root) -> Option<String> {
+    DKMS_SCRIPTS.iter().find_map(|p| {
+        let path = resolve(root, Path::new(p)).ok()?;
+        parse_dkms_version(&String::from_utf8_lossy(&fs::read(path).ok()?))
+    })
+}
+
+/// dkms 3.0.10 prints its version with `echo $"dkms-3.0.10"`, 3.4 with `echo "dkms-3.4.3"` (its
+/// Makefile substitutes @RELEASE_STRING@; an unsubstituted script has no version).
+fn parse_dkms_version(script: &str) -> Option<String> {
+    let re = regex::Regex::new(r#"echo \$?"dkms-([0-9][0-9A-Za-z.+~-]*)""#).expect("valid regex");
+    re.captures(script).map(|c| c[1].to_string())
+}
+
+/// `uname -r` and `uname -m` of the running system.
+fn uname() -> (String, String) {
+    // SAFETY: uname() only writes into the struct it is given, whose fields it NUL-terminates.
+    let mut u: nix::libc::utsname = unsafe { std::mem::zeroed() };
+    if unsafe { nix::libc::uname(&mut u) } != 0 {
+        return (String::new(), std::env::consts::ARCH.to_string());
+    }
+    let field = |f: &[nix::libc::c_char]| {
+        let bytes: Vec<u8> = f.iter().take_while(|c| **c != 0).map(|c| *c as u8).collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    (field(&u.release), field(&u.machine))
+}
+
+#[cfg(test)]
+mod tests;
