@@ -14,7 +14,7 @@ if [[ -z ${DKMS_TRIGGER_ENTER_NS:-} ]]; then
     DKMS_TRIGGER_ENTER_NS=1 exec unshare --mount --pid --fork --kill-child --propagation private -- "$0" "$@"
 fi
 
-stage= lower= binds=()
+stage='' lower='' binds=()
 while (($#)); do
     case "$1" in
     --stage) stage=$2; shift 2 ;;

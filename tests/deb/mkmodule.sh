@@ -21,7 +21,7 @@ set -euo pipefail
 
 name=$1 version=$2
 shift 2
-autoinstall=yes revision=1 source_only= fail_on= depends="dkms"
+autoinstall=yes revision=1 source_only='' fail_on='' depends="dkms"
 build_depends=() requires=()
 while (($#)); do
     case "$1" in
