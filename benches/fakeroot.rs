@@ -18,7 +18,11 @@ pub fn build(root: &Path, kernels: usize, modules: usize, kernel_dependent: bool
         fs::create_dir_all(build.join("include/generated")).unwrap();
         fs::create_dir_all(build.join("scripts/mod")).unwrap();
         fs::write(build.join("Makefile"), "# fake\n").unwrap();
-        fs::write(build.join(".config"), "CONFIG_X86_64=y\nCONFIG_MODULES=y\nCONFIG_CC_VERSION_TEXT=\"gcc-12 (Debian 12.2.0-14) 12.2.0\"\n").unwrap();
+        fs::write(
+            build.join(".config"),
+            "CONFIG_X86_64=y\nCONFIG_MODULES=y\nCONFIG_CC_VERSION_TEXT=\"gcc-12 (Debian 12.2.0-14) 12.2.0\"\n",
+        )
+        .unwrap();
         fs::write(build.join("Module.symvers"), "").unwrap();
         fs::write(build.join("include/generated/autoconf.h"), "").unwrap();
         fs::write(build.join("include/generated/utsrelease.h"), format!("#define UTS_RELEASE \"{kv}\"\n")).unwrap();

@@ -11,11 +11,10 @@
 //!    the ideal: the serial work (a `finalize --jobs 1` run) divided by the cores, or the
 //!    BUILD_DEPENDS critical path if longer.
 
-#[path = "fakeroot.rs"]
-mod fakeroot;
-#[allow(dead_code)]
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "fakeroot.rs"]
+mod fakeroot;
 
 use common::{kernels_with_headers, World};
 use std::process::Command;
@@ -27,7 +26,10 @@ fn noop() {
     println!("1. no-op finalize, fake root with 10 kernels x 30 registered, installed modules");
     let t = tempfile::tempdir().unwrap();
     fakeroot::build(t.path(), 10, 30, false);
-    for (label, args) in [("finalize (empty spool)", vec!["finalize"]), ("finalize --rescan (nothing drifted)", vec!["finalize", "--rescan"])] {
+    for (label, args) in [
+        ("finalize (empty spool)", vec!["finalize"]),
+        ("finalize --rescan (nothing drifted)", vec!["finalize", "--rescan"]),
+    ] {
         let mut times: Vec<Duration> = (0..30)
             .map(|_| {
                 let s = Instant::now();
@@ -89,7 +91,8 @@ fn write_module(w: &World, name: &str, version: &str, files: usize, dep: Option<
     }
 }
 
-const MODULES: [(&str, usize, Option<&str>); 4] = [("netdrv", 6, None), ("gpudrv", 10, None), ("gpuaddon", 3, Some("gpudrv")), ("fsdrv", 4, None)];
+const MODULES: [(&str, usize, Option<&str>); 4] =
+    [("netdrv", 6, None), ("gpudrv", 10, None), ("gpuaddon", 3, Some("gpudrv")), ("fsdrv", 4, None)];
 
 /// A world before the upgrade: the modules at 1.0 installed for K1 and K2, the 1.1 sources unpacked,
 /// the third kernel's directory in place, a depmod wrapper counting runs.
@@ -182,21 +185,43 @@ fn transaction() {
     let critical = [&k1, &k2, &k3]
         .iter()
         .map(|k| {
-            serial_jobs.iter().filter(|(w, _)| (w.contains("gpudrv/") || w.contains("gpuaddon/")) && w.ends_with(k.as_str())).map(|(_, s)| s).sum::<f64>()
+            serial_jobs
+                .iter()
+                .filter(|(w, _)| (w.contains("gpudrv/") || w.contains("gpuaddon/")) && w.ends_with(k.as_str()))
+                .map(|(_, s)| s)
+                .sum::<f64>()
         })
         .fold(0.0, f64::max);
     let ideal = (work / cores as f64).max(critical);
     let ours_s = ours_t.as_secs_f64();
     println!("   {:<34} {:>8} {:>12} {:>8}", "", "wall s", "dkms builds", "depmod");
-    println!("   {:<34} {:>8.1} {:>12} {:>8}", "stock dkms hooks (dpkg order)", stock_t.as_secs_f64(), stock_builds, stock_depmods);
+    println!(
+        "   {:<34} {:>8.1} {:>12} {:>8}",
+        "stock dkms hooks (dpkg order)",
+        stock_t.as_secs_f64(),
+        stock_builds,
+        stock_depmods
+    );
     println!("   {:<34} {:>8.1} {:>12} {:>8}", "dkms-trigger (record + finalize)", ours_s, ours_builds, ours_depmods);
-    println!("   {:<34} {:>8.1} {:>12}", "dkms-trigger --jobs 1 (serial work)", serial_t.as_secs_f64(), serial_jobs.len());
+    println!(
+        "   {:<34} {:>8.1} {:>12}",
+        "dkms-trigger --jobs 1 (serial work)",
+        serial_t.as_secs_f64(),
+        serial_jobs.len()
+    );
     println!("   ideal = max(work {work:.1} s / {cores} cores, critical path {critical:.1} s) = {ideal:.1} s");
-    println!("   ratio to stock: {:.2}x (target <= 0.60)   ratio to ideal: {:.2}x (target <= 1.25)", ours_s / stock_t.as_secs_f64(), ours_s / ideal);
+    println!(
+        "   ratio to stock: {:.2}x (target <= 0.60)   ratio to ideal: {:.2}x (target <= 1.25)",
+        ours_s / stock_t.as_secs_f64(),
+        ours_s / ideal
+    );
     let pairs = job_secs(&ours_out);
     let mut seen = std::collections::BTreeSet::new();
     let once = pairs.iter().all(|(w, _)| seen.insert(w.clone()));
-    println!("   each (module, kernel) pair built at most once: {once} ({} jobs); depmod runs: {ours_depmods} for 3 kernels", pairs.len());
+    println!(
+        "   each (module, kernel) pair built at most once: {once} ({} jobs); depmod runs: {ours_depmods} for 3 kernels",
+        pairs.len()
+    );
 }
 
 fn main() {

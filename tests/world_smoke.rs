@@ -4,9 +4,7 @@
 
 mod common;
 
-use common::{
-    kernels_with_headers, parse_status, tree_listing, vermagic, BuildRecord, Module, State, World,
-};
+use common::{kernels_with_headers, parse_status, tree_listing, vermagic, BuildRecord, Module, State, World};
 use std::path::Path;
 
 #[test]
