@@ -39,7 +39,7 @@ bench:
 
 # The try-it command: runs the tool's main job for real in a throwaway world (see README.md).
 demo: build
-	tests/demo.sh
+	DKMS_TRIGGER=$(CURDIR)/$(BIN) tests/demo.sh
 
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(SBINDIR)/dkms-trigger

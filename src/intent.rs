@@ -43,6 +43,9 @@ pub enum Intent {
     Rescan,
     /// An explicit, forced rebuild; empty lists mean all kernels with headers / all AUTOINSTALL modules.
     Rebuild { kernels: Vec<String>, modules: Vec<ModuleSel> },
+    /// Written by the finalizer, not by hooks: one pair whose BUILD_DEPENDS dependency DKMS did not
+    /// know yet, with the strength and failure policy of the intents that wanted it.
+    Deferred { module: String, version: String, kernel: String, force: bool, module_event: bool },
 }
 
 impl Intent {
@@ -55,6 +58,7 @@ impl Intent {
             Intent::ToolchainChanged { .. } => "toolchain-changed",
             Intent::Rescan => "rescan",
             Intent::Rebuild { .. } => "rebuild",
+            Intent::Deferred { .. } => "deferred",
         }
     }
 
@@ -101,6 +105,13 @@ impl Intent {
                 t.insert("kernels".into(), list(kernels));
                 let mods: Vec<String> = modules.iter().map(|m| m.to_string()).collect();
                 t.insert("modules".into(), list(&mods));
+            }
+            Intent::Deferred { module, version, kernel, force, module_event } => {
+                t.insert("module".into(), module.as_str().into());
+                t.insert("version".into(), version.as_str().into());
+                t.insert("kernel".into(), kernel.as_str().into());
+                t.insert("force".into(), (*force).into());
+                t.insert("module_event".into(), (*module_event).into());
             }
         }
         t
@@ -153,6 +164,13 @@ impl Intent {
                 };
                 Intent::Rebuild { kernels: kernels("kernels")?, modules }
             }
+            "deferred" => Intent::Deferred {
+                module: s("module", What::ModuleName)?,
+                version: s("version", What::ModuleVersion)?,
+                kernel: s("kernel", What::KernelVersion)?,
+                force: t.get("force").and_then(|v| v.as_bool()).unwrap_or(false),
+                module_event: t.get("module_event").and_then(|v| v.as_bool()).unwrap_or(false),
+            },
             other => return Err(format!("unknown kind '{other}' (written by a newer dkms-trigger?)")),
         };
         Ok(intent.normalized())
@@ -185,6 +203,9 @@ impl fmt::Display for Intent {
                 let mods = if mods.is_empty() { "all autoinstall modules".to_string() } else { mods.join(" ") };
                 write!(f, "rebuild {mods} for {}", all(kernels))
             }
+            Intent::Deferred { module, version, kernel, force, .. } => {
+                write!(f, "deferred {}build of {module}/{version} for {kernel}", if *force { "forced " } else { "" })
+            }
         }
     }
 }
@@ -207,6 +228,13 @@ mod tests {
                 modules: vec!["hello".parse().unwrap(), "dep/1.0".parse().unwrap()],
             }
             .normalized(),
+            Intent::Deferred {
+                module: "m".into(),
+                version: "1".into(),
+                kernel: "k".into(),
+                force: true,
+                module_event: false,
+            },
         ]
     }
 

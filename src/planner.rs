@@ -338,6 +338,15 @@ impl<'a> Planner<'a> {
                     }
                 }
             }
+            Intent::Deferred { module, version, kernel, force, module_event } => {
+                if self.known_kernel(kernel, intent)
+                    && self.inv.modules.contains_key(&(module.clone(), version.clone()))
+                {
+                    let mode = if *force { Mode::Force } else { Mode::Ensure };
+                    let class = if *module_event { EventClass::Module } else { EventClass::Kernel };
+                    self.want(kernel, module, Some(version), mode, class, reason, i, true);
+                }
+            }
         }
     }
 
@@ -513,7 +522,7 @@ impl<'a> Planner<'a> {
                 plan.kernels.insert(j.kernel.clone(), KernelSteps { depmod: true, initramfs });
             }
         }
-        plan.keep = self.keep(&ordered);
+        plan.keep = self.keep(&ordered, &all_wants);
         plan.jobs = ordered;
         plan
     }
@@ -740,29 +749,19 @@ impl<'a> Planner<'a> {
         out
     }
 
-    /// The intents to leave pending: each deferred pair's intents, narrowed to that pair so that
-    /// re-running them later does not redo the rest of the work.
-    fn keep(&self, jobs: &[Job]) -> Vec<Intent> {
-        let mut keep: Vec<Intent> = Vec::new();
-        for j in jobs.iter().filter(|j| matches!(j.action, Action::Deferred { .. })) {
-            for &i in &j.intents {
-                let narrowed = match &self.input.intents[i] {
-                    Intent::HeadersChanged { force: true, .. } | Intent::Rebuild { .. } => Intent::Rebuild {
-                        kernels: vec![j.kernel.clone()],
-                        modules: vec![crate::intent::ModuleSel {
-                            name: j.module.clone(),
-                            version: Some(j.version.clone()),
-                        }],
-                    },
-                    Intent::ToolchainChanged { .. } => Intent::ToolchainChanged { kernels: vec![j.kernel.clone()] },
-                    other => other.clone(),
-                };
-                if !keep.contains(&narrowed) {
-                    keep.push(narrowed);
-                }
-            }
-        }
-        keep
+    /// The intents to leave pending: one `Deferred` intent per deferred pair, carrying the strength
+    /// and policy of what wanted it, so that re-running it later redoes nothing else.
+    fn keep(&self, jobs: &[Job], wants: &BTreeMap<Key, Want>) -> Vec<Intent> {
+        jobs.iter()
+            .filter(|j| matches!(j.action, Action::Deferred { .. }))
+            .map(|j| Intent::Deferred {
+                module: j.module.clone(),
+                version: j.version.clone(),
+                kernel: j.kernel.clone(),
+                force: wants.get(&(j.kernel.clone(), j.module.clone())).is_some_and(|w| w.mode == Mode::Force),
+                module_event: j.class == EventClass::Module,
+            })
+            .collect()
     }
 }
 

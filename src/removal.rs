@@ -142,7 +142,11 @@ pub fn remove_module(root: &Root, config: &Config, module: &str, version: &str) 
         }
     }
     drop_intents(root, |i| match i {
-        Intent::ModuleChanged { module: m, version: v } if m == module && v == version => None,
+        Intent::ModuleChanged { module: m, version: v } | Intent::Deferred { module: m, version: v, .. }
+            if m == module && v == version =>
+        {
+            None
+        }
         Intent::Rebuild { kernels, modules } => {
             let left: Vec<_> = modules
                 .iter()
@@ -186,7 +190,13 @@ fn ctx_remove_all(ctx: &Ctx, module: &str, version: &str) -> Result<Option<Strin
 /// The intent without `kernel`, or None when nothing of it remains.
 fn narrow_without_kernel(i: &Intent, kernel: &str) -> Option<Intent> {
     match i {
-        Intent::KernelAdded { kernel: k } | Intent::HeadersChanged { kernel: k, .. } if k == kernel => None,
+        Intent::KernelAdded { kernel: k }
+        | Intent::HeadersChanged { kernel: k, .. }
+        | Intent::Deferred { kernel: k, .. }
+            if k == kernel =>
+        {
+            None
+        }
         // An empty kernel list means "all kernels": dropping the last named one drops the intent.
         Intent::ToolchainChanged { kernels } if kernels.iter().any(|k| k == kernel) => {
             let left: Vec<String> = kernels.iter().filter(|k| *k != kernel).cloned().collect();

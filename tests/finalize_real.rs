@@ -110,7 +110,10 @@ fn s2_toolchain_drift_rebuilds_every_kernel_that_uses_it_and_nothing_else() {
     w.run_ok("dkms-trigger finalize --rescan");
     assert_eq!(w.builds().len(), before.len(), "no rebuild without drift");
     // A kbuild upgrade: the tool file changes (same path, new content and time).
-    w.run_ok(&format!("cp -p {p} /tmp/modpost.$$ && cat /tmp/modpost.$$ > {p} && touch {p}; rm -f /tmp/modpost.$$", p = kbuild.display()));
+    w.run_ok(&format!(
+        "cp -p {p} /tmp/modpost.$$ && cat /tmp/modpost.$$ > {p} && touch {p}; rm -f /tmp/modpost.$$",
+        p = kbuild.display()
+    ));
     let o = w.run("dkms-trigger record --source dpkg:linux-kbuild toolchain-changed; dkms-trigger finalize");
     assert!(o.status.success(), "{:?}", out(&o));
     let after = w.builds();
@@ -132,10 +135,15 @@ fn s3_module_failing_on_a_kernel_event_is_a_warning_and_its_own_package_failure_
     Module::new("oldie").only_for_kernel(&k1).write_to(&w);
     // Registered beforehand (as an earlier install would have), so the kernel event concerns them.
     w.run_ok("for m in hello broken oldie; do dkms add -m $m -v 1.0 >/dev/null; done");
-    let o = w.run(&format!("dkms-trigger record kernel-added {k2}; dkms-trigger record headers-changed {k2}; dkms-trigger finalize"));
+    let o = w.run(&format!(
+        "dkms-trigger record kernel-added {k2}; dkms-trigger record headers-changed {k2}; dkms-trigger finalize"
+    ));
     let (so, se) = out(&o);
     assert_eq!(o.status.code(), Some(0), "a kernel upgrade never fails because of a module: {so}{se}");
-    assert!(se.contains(&format!("warning: broken/1.0 failed for {k2}")) && se.contains("log: /var/log/dkms-trigger/"), "{se}");
+    assert!(
+        se.contains(&format!("warning: broken/1.0 failed for {k2}")) && se.contains("log: /var/log/dkms-trigger/"),
+        "{se}"
+    );
     assert!(installed_for(&w, "hello", &k2), "the other modules are built");
     assert_eq!(cell(&w, "broken", &k2), "failed");
     assert_eq!(cell(&w, "oldie", &k2), "unsupported");
@@ -155,7 +163,9 @@ fn s4_headers_reconfigure_rebuilds_autoinstall_modules_for_that_kernel_only() {
     Module::new("handmade").autoinstall("").write_to(&w);
     w.run_ok("dkms-trigger record module-changed hello/1.0; dkms-trigger record module-changed handmade/1.0; dkms-trigger finalize");
     let before = w.builds();
-    let o = w.run(&format!("dkms-trigger record --source dpkg-reconfigure headers-changed {k2} --force; dkms-trigger finalize"));
+    let o = w.run(&format!(
+        "dkms-trigger record --source dpkg-reconfigure headers-changed {k2} --force; dkms-trigger finalize"
+    ));
     assert!(o.status.success(), "{:?}", out(&o));
     let after = w.builds();
     assert_eq!(count_builds(&after, "hello", &k2), count_builds(&before, "hello", &k2) + 1, "hello rebuilt for {k2}");

@@ -573,11 +573,28 @@ fn s1_unknown_dependency_defers_and_keeps_the_intent_pending() {
     assert_eq!(d.action, Action::Deferred { waiting_for: vec!["nvidia".into()] });
     assert_eq!(job(&p, "hello", K2).action, Action::BuildInstall, "other modules are not held up");
     assert!(p.kernels.contains_key(K2));
-    // The kept intents are narrowed: the forced headers change becomes a rebuild of this pair only.
-    assert!(p.keep.contains(&kernel_added(K2)));
-    assert!(p.keep.contains(&rebuild(&[K2], &["nvidia-fs/2.26"])));
-    assert!(p.keep.contains(&module_changed("nvidia-fs", "2.26")));
-    assert!(!p.keep.contains(&headers(K2, true)));
+    // The kept intents are narrowed to the deferred pairs, keeping strength and policy.
+    let deferred = |k: &str| Intent::Deferred {
+        module: "nvidia-fs".into(),
+        version: "2.26".into(),
+        kernel: k.into(),
+        force: false,
+        module_event: true,
+    };
+    assert_eq!(p.keep, vec![deferred(K1), deferred(K2)]);
+    // Replayed once the dependency arrives, they build only that pair.
+    s.module("nvidia", "535");
+    let replay = s.plan(&p.keep);
+    assert_eq!(
+        lines(&replay),
+        vec![
+            "build nvidia/535 6.1.0-40-amd64",
+            "build nvidia-fs/2.26 6.1.0-40-amd64",
+            "build nvidia/535 6.1.0-47-amd64",
+            "build nvidia-fs/2.26 6.1.0-47-amd64"
+        ]
+    );
+    assert_eq!(job(&replay, "nvidia-fs", K2).class, EventClass::Module);
 }
 
 #[test]
