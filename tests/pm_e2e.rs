@@ -21,7 +21,10 @@
 //! Needs root and a network path to the Debian mirrors (the first run builds the cached root). The
 //! packages it needs on the host (rpm, pacman, mmdebstrap...) are installed by
 //! `tests/setup/install-deps.sh --rpm --pacman --chroot`, which these tests run first. They fail,
-//! never skip, when something is missing.
+//! never skip, when something is missing. `DKMS_TRIGGER_PM_KEEP=1` keeps the work directories
+//! (/var/tmp/dkms-trigger-pm-*: packages, the root's overlay upper dir, each step's outputs).
+//! Runtime: about 1 min per package manager (both run in parallel), plus 1 to 4 min once for the
+//! cached root (/var/cache/dkms-trigger-tests/pm-root-*, rebuilt weekly).
 
 mod common;
 
@@ -85,7 +88,8 @@ fn base_root() -> PathBuf {
 /// One package manager's test root, its packages and the results of its steps.
 struct Env {
     pm: &'static str,
-    _tmp: tempfile::TempDir,
+    /// Removed with the Env, unless DKMS_TRIGGER_PM_KEEP is set (to look at a failed run).
+    _tmp: Option<tempfile::TempDir>,
     work: PathBuf,
     k1: String,
     k2: String,
@@ -119,6 +123,12 @@ impl Env {
         let base = base_root();
         let tmp = tempfile::Builder::new().prefix(&format!("dkms-trigger-pm-{pm}-")).tempdir_in("/var/tmp").unwrap();
         let work = tmp.path().to_path_buf();
+        let tmp = if std::env::var_os("DKMS_TRIGGER_PM_KEEP").is_some() {
+            eprintln!("pm_e2e: {pm}: keeping {}", tmp.keep().display());
+            None
+        } else {
+            Some(tmp)
+        };
         std::fs::write(work.join("base-path"), base.to_string_lossy().as_bytes()).unwrap();
         let kernels = std::fs::read_to_string(base.join("opt/pm-fixtures/kernels")).unwrap();
         let ks: Vec<&str> = kernels.split_whitespace().collect();
