@@ -65,6 +65,42 @@ install-arch: install
 clean:
 	$(CARGO) clean
 
+# rpm and pacman packages from this checkout (docs/rpm.md, docs/arch.md). Both build the binary
+# with cargo first (`build`), then package the tree of `make install-redhat` / `make install-arch`.
+# DIST: where the packages land; RELEASE_BIN: the binary to package (cargo's release binary,
+# following CARGO_TARGET_DIR).
+VERSION := $(shell sed -n 's/^version *= *"\(.*\)"/\1/p' Cargo.toml | head -n 1)
+DIST ?= dist
+RELEASE_BIN ?= $(or $(CARGO_TARGET_DIR),target)/release/dkms-trigger
+RPM_TOPDIR ?= $(abspath $(DIST))/rpmbuild
+# On Debian (tests, development): no rpm database knows the BuildRequires, and rpm's default
+# database would be ~/.rpmdb.
+RPMBUILD_FLAGS ?= $(if $(wildcard /etc/debian_version),--nodeps --dbpath $(RPM_TOPDIR)/rpmdb)
+PKG_STAGE ?= $(abspath $(DIST))/pkgroot
+PKG_ARCH ?= $(shell uname -m)
+
+.PHONY: rpm pkg
+# dist/dkms-trigger-VERSION-1*.rpm: rpm/dkms-trigger.spec with the binary built above (%{prebuilt}).
+rpm: build
+	rm -rf $(RPM_TOPDIR)
+	mkdir -p $(RPM_TOPDIR)/SOURCES $(DIST)
+	tar -czf $(RPM_TOPDIR)/SOURCES/dkms-trigger-$(VERSION).tar.gz --exclude-vcs --exclude=./target \
+		--exclude=./dist --exclude='./.tmp*' --transform 's,^\.,dkms-trigger-$(VERSION),' .
+	rpmbuild -bb $(RPMBUILD_FLAGS) --define '_topdir $(RPM_TOPDIR)' --define 'pkg_version $(VERSION)' \
+		--define 'prebuilt $(abspath $(RELEASE_BIN))' rpm/dkms-trigger.spec
+	cp $(RPM_TOPDIR)/RPMS/*/dkms-trigger-$(VERSION)-*.rpm $(DIST)/
+
+# dist/dkms-trigger-VERSION-1-ARCH.pkg.tar.zst without makepkg (arch/pkgtar.sh); a real Arch build
+# uses arch/PKGBUILD, which runs the same `make install-arch`.
+pkg: build
+	rm -rf $(PKG_STAGE)
+	$(MAKE) install-arch DESTDIR=$(PKG_STAGE) PREFIX=/usr SBINDIR=/usr/bin CARGO=true BIN=$(RELEASE_BIN)
+	install -D -m 0644 docs/arch.md $(PKG_STAGE)/usr/share/doc/dkms-trigger/arch.md
+	arch/pkgtar.sh --name dkms-trigger --version $(VERSION)-1 --arch $(PKG_ARCH) \
+		--license GPL-2.0-or-later --desc 'Rebuild DKMS modules once, in order, at the end of a pacman transaction' \
+		--depend dkms --depend kmod --install arch/dkms-trigger.install \
+		--root $(PKG_STAGE) --out $(DIST)/dkms-trigger-$(VERSION)-1-$(PKG_ARCH).pkg.tar.zst
+
 # The Debian package, from this tree: dist/dkms-trigger_<version>_<arch>.deb (docs/debian.md).
 # debian/rules runs `make install-debian DESTDIR=... PREFIX=/usr`. -d: cargo and rustc come from
 # rustup, not from Debian's packages, so the declared build-dependencies are not checked.

@@ -175,7 +175,8 @@ mod tests {
 
     #[test]
     fn build_exit_codes_map_as_documented() {
-        let cases: &[(i32, bool, &str, fn(&Step) -> bool)] = &[
+        type Case = (i32, bool, &'static str, fn(&Step) -> bool);
+        let cases: &[Case] = &[
             (0, true, "ok", |s| *s == Step::Ok),
             (
                 77,

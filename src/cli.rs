@@ -283,7 +283,7 @@ fn run(cli: &Cli) -> Result<Code> {
             None => crate::report::print_spool(&root, args.json),
             Some(SpoolAction::Clear { yes }) => {
                 if !*yes {
-                    return Err(Failure::new(
+                    return Err(Failure::err(
                         Code::Usage,
                         "spool clear drops every pending intent; confirm with --yes",
                     ));
@@ -337,7 +337,7 @@ fn run(cli: &Cli) -> Result<Code> {
             root::require_root("from-paths")?;
             let mut input = String::new();
             std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)
-                .map_err(|e| Failure::new(Code::Usage, format!("reading paths from stdin: {e}")))?;
+                .map_err(|e| Failure::err(Code::Usage, format!("reading paths from stdin: {e}")))?;
             let touched = crate::targets::classify(&root, input.lines());
             for r in &touched.refused {
                 ui::warn(format!("ignoring {}: not a valid kernel or module name", validate::shown(r)));

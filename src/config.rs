@@ -285,7 +285,7 @@ impl Loaded {
             match KEYS.iter().find(|key| key.name == name) {
                 Some(key) => {
                     (key.set)(&mut self.config, v).map_err(|problem| {
-                        Failure::new(Code::Usage, format!("{}: key '{name}': {problem}", origin.display()))
+                        Failure::err(Code::Usage, format!("{}: key '{name}': {problem}", origin.display()))
                     })?;
                     self.origins.insert(key.name, Origin::File(origin.to_path_buf()));
                 }
@@ -324,11 +324,11 @@ fn parse_file(path: &Path) -> Result<Option<toml::Table>> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Failure::new(Code::Usage, format!("{}: {e}", path.display()))),
+        Err(e) => return Err(Failure::err(Code::Usage, format!("{}: {e}", path.display()))),
     };
     text.parse::<toml::Table>()
         .map(Some)
-        .map_err(|e| Failure::new(Code::Usage, format!("{}: invalid TOML: {}", path.display(), e.message())))
+        .map_err(|e| Failure::err(Code::Usage, format!("{}: invalid TOML: {}", path.display(), e.message())))
 }
 
 /// Loads the configuration: `explicit` (from `--config`, must exist) or ROOT/etc/dkms-trigger/config.toml
@@ -338,7 +338,7 @@ pub fn load(root: &Root, explicit: Option<&Path>) -> Result<Loaded> {
     let main = match explicit {
         Some(p) => {
             if !p.is_file() {
-                return Err(Failure::new(Code::Usage, format!("--config {}: no such file", p.display())));
+                return Err(Failure::err(Code::Usage, format!("--config {}: no such file", p.display())));
             }
             p.to_path_buf()
         }

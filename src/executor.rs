@@ -464,21 +464,15 @@ fn job_steps(ctx: &Context, j: &Job, make_jobs: u32, log: &Path, done: &mut Done
         arch: &j.arch,
         headers: headers.as_deref(),
     };
-    let fail = |done: &mut Done, why: String| {
-        done.outcome = Outcome::Failed;
-        done.detail = Some(why);
-    };
     if j.register {
         if let Step::Failed(why) = ctx.dkms.add(&j.module, &j.version, log, deadline)? {
-            fail(done, format!("dkms add failed: {why}"));
-            return Ok(());
+            return failed(done, format!("dkms add failed: {why}"));
         }
     }
     if j.action == Action::Rebuild {
         done.changed = true;
         if let Step::Failed(why) = ctx.dkms.unbuild(&t, log, deadline)? {
-            fail(done, format!("dkms unbuild failed: {why}"));
-            return Ok(());
+            return failed(done, format!("dkms unbuild failed: {why}"));
         }
     }
     done.built = true;
@@ -494,21 +488,21 @@ fn job_steps(ctx: &Context, j: &Job, make_jobs: u32, log: &Path, done: &mut Done
             done.detail = Some(format!("no headers: {why}"));
             return Ok(());
         }
-        Step::DependencyMissing(why) => return Ok(fail(done, format!("BUILD_DEPENDS not installed: {why}"))),
+        Step::DependencyMissing(why) => return failed(done, format!("BUILD_DEPENDS not installed: {why}")),
         Step::BuildFailed { reason, make_log } => {
             // dkms's make.log is overwritten by the next build of the module: keep a copy.
             if let Some(ml) = &make_log {
                 append_file(log, ml);
             }
-            return Ok(fail(done, reason));
+            return failed(done, reason);
         }
-        Step::Failed(why) => return Ok(fail(done, format!("dkms build failed: {why}"))),
+        Step::Failed(why) => return failed(done, format!("dkms build failed: {why}")),
     }
     if let Action::ReplaceOldVersion { old } = &j.action {
         let old_t = Target { version: old, ..t };
         done.changed = true;
         if let Step::Failed(why) = ctx.dkms.uninstall(&old_t, log, deadline)? {
-            return Ok(fail(done, format!("could not uninstall {}/{old}: {why}", j.module)));
+            return failed(done, format!("could not uninstall {}/{old}: {why}", j.module));
         }
     }
     done.changed = true;
@@ -521,8 +515,14 @@ fn job_steps(ctx: &Context, j: &Job, make_jobs: u32, log: &Path, done: &mut Done
             done.outcome = Outcome::Unsupported;
             done.detail = Some(why);
         }
-        other => fail(done, format!("dkms install failed: {}", step_text(&other))),
+        other => return failed(done, format!("dkms install failed: {}", step_text(&other))),
     }
+    Ok(())
+}
+
+fn failed(done: &mut Done, why: String) -> Result<()> {
+    done.outcome = Outcome::Failed;
+    done.detail = Some(why);
     Ok(())
 }
 

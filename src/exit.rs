@@ -29,7 +29,7 @@ impl Code {
 }
 
 /// An error that carries the exit code it must produce. Lower layers attach it as the root cause
-/// (`Err(Failure::new(Code::Usage, ...))?`); `exit_code` finds it anywhere in an anyhow chain.
+/// (`Err(Failure::err(Code::Usage, ...))?`); `exit_code` finds it anywhere in an anyhow chain.
 #[derive(Debug)]
 pub struct Failure {
     pub code: Code,
@@ -37,7 +37,7 @@ pub struct Failure {
 }
 
 impl Failure {
-    pub fn new(code: Code, message: impl Into<String>) -> anyhow::Error {
+    pub fn err(code: Code, message: impl Into<String>) -> anyhow::Error {
         anyhow::Error::new(Failure { code, message: message.into() })
     }
 }
@@ -85,7 +85,7 @@ mod tests {
 
     #[test]
     fn failure_code_survives_context() {
-        let e = Failure::new(Code::Busy, "busy").context("while finalizing");
+        let e = Failure::err(Code::Busy, "busy").context("while finalizing");
         assert_eq!(format!("{e:#}"), "while finalizing: busy");
         assert_eq!(exit_code(&e), Code::Busy);
     }

@@ -56,7 +56,7 @@ pub fn lock(root: &Root, no_wait: bool) -> Result<FinalizeLock> {
             Ok(()) => break,
             Err(e) if e.raw_os_error() == fs2::lock_contended_error().raw_os_error() => {
                 if no_wait {
-                    return Err(Failure::new(
+                    return Err(Failure::err(
                         Code::Busy,
                         format!("another finalizer holds {} (--no-wait given)", path.display()),
                     ));

@@ -10,7 +10,7 @@ mod weak;
 use crate::config::Config;
 use crate::dkmsconf::{ConfValues, Evaluated, KernelContext, Options, Request};
 use crate::fingerprint::{self, Fingerprint, KernelCache, Overrides, SourceDigest};
-use crate::paths::{DKMS_ETC, DKMS_TREE, MODULE_DIRS, SOURCE_TREE};
+use crate::paths::{DKMS_ETC, DKMS_TREE, MODULE_DIRS, OS_RELEASE, SOURCE_TREE};
 use crate::root::Root;
 use crate::validate::{check, What};
 use resolve::{relative, resolve};
@@ -145,7 +145,8 @@ pub fn scan_with(root: &Root, config: &Config, evaluate: Evaluator<'_>) -> anyho
     for d in drafts.values_mut() {
         d.read_source(root, config);
     }
-    evaluate_modules(root, config, &kernels, &mut drafts, evaluate);
+    let dkms_version = dkms_version(root);
+    evaluate_modules(root, config, &kernels, &mut drafts, evaluate, dkms_version.as_deref());
 
     let mut overrides = Overrides::load(root);
     let links = weak::links(root, &kernels);
@@ -162,7 +163,7 @@ pub fn scan_with(root: &Root, config: &Config, evaluate: Evaluator<'_>) -> anyho
     }
 
     let running_kernel = Some(release).filter(|r| root.is_host() && kernels.contains_key(r));
-    Ok(Inventory { kernels, running_kernel, dkms_version: dkms_version(root), modules, notes })
+    Ok(Inventory { kernels, running_kernel, dkms_version, modules, notes })
 }
 
 /// A module while it is being scanned.
@@ -264,6 +265,7 @@ fn evaluate_modules(
     kernels: &BTreeMap<String, Kernel>,
     drafts: &mut BTreeMap<ModKey, Draft>,
     evaluate: Evaluator<'_>,
+    dkms_version: Option<&str>,
 ) {
     let contexts: Vec<KernelContext> = kernels
         .values()
@@ -284,6 +286,8 @@ fn evaluate_modules(
         override_dir: root.path(DKMS_ETC),
         timeout: Duration::from_secs(config.eval_timeout),
         parallel: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        dkms_version: dkms_version.map(str::to_string),
+        os_release: Some(root.path(OS_RELEASE)),
     };
     let mut pending: Vec<(ModKey, PathBuf)> = drafts
         .iter()

@@ -28,3 +28,5 @@ pub const BOOT_DIR: &str = "boot";
 pub const DKMS_TREE: &str = "var/lib/dkms";
 pub const SOURCE_TREE: &str = "usr/src";
 pub const DKMS_ETC: &str = "etc/dkms";
+/// The distribution identification dkms reads (`running_distribution`).
+pub const OS_RELEASE: &str = "etc/os-release";

@@ -22,9 +22,9 @@ impl Root {
     /// Opens `dir` as the root; it must exist and be a directory.
     pub fn open(dir: &Path) -> Result<Root> {
         let canonical =
-            fs::canonicalize(dir).map_err(|e| Failure::new(Code::Usage, format!("--root {}: {e}", dir.display())))?;
+            fs::canonicalize(dir).map_err(|e| Failure::err(Code::Usage, format!("--root {}: {e}", dir.display())))?;
         if !canonical.is_dir() {
-            return Err(Failure::new(Code::Usage, format!("--root {}: not a directory", dir.display())));
+            return Err(Failure::err(Code::Usage, format!("--root {}: not a directory", dir.display())));
         }
         Ok(Root { dir: canonical })
     }
@@ -71,13 +71,13 @@ impl Root {
         self.ensure_parent_inside(parent)?;
         match fs::symlink_metadata(&target) {
             Ok(md) if md.file_type().is_symlink() => {
-                return Err(Failure::new(
+                return Err(Failure::err(
                     Code::Unsafe,
                     format!("{} is a symlink; refusing to write through it", target.display()),
                 ))
             }
             Ok(md) if !md.is_dir() => {
-                return Err(Failure::new(Code::Unsafe, format!("{} exists and is not a directory", target.display())))
+                return Err(Failure::err(Code::Unsafe, format!("{} exists and is not a directory", target.display())))
             }
             Ok(md) => {
                 if md.permissions().mode() & 0o7777 != 0o700 && md.uid() == nix::unistd::geteuid().as_raw() {
@@ -106,7 +106,7 @@ impl Root {
                 cur.push(c);
                 if let Ok(md) = fs::symlink_metadata(&cur) {
                     if md.file_type().is_symlink() && !cur.exists() {
-                        return Err(Failure::new(Code::Unsafe, format!("{} is a dangling symlink", cur.display())));
+                        return Err(Failure::err(Code::Unsafe, format!("{} is a dangling symlink", cur.display())));
                     }
                 }
             }
@@ -118,7 +118,7 @@ impl Root {
         }
         let resolved = fs::canonicalize(parent).with_context(|| format!("resolving {}", parent.display()))?;
         if !resolved.starts_with(&self.dir) {
-            return Err(Failure::new(
+            return Err(Failure::err(
                 Code::Unsafe,
                 format!(
                     "{} resolves to {}, outside the root {}",
@@ -136,7 +136,7 @@ impl Root {
 pub fn refuse_symlink(path: &Path) -> Result<()> {
     match fs::symlink_metadata(path) {
         Ok(md) if md.file_type().is_symlink() => {
-            Err(Failure::new(Code::Unsafe, format!("{} is a symlink; refusing to use it", path.display())))
+            Err(Failure::err(Code::Unsafe, format!("{} is a symlink; refusing to use it", path.display())))
         }
         _ => Ok(()),
     }
@@ -154,7 +154,7 @@ pub fn open_lock_file(path: &Path) -> Result<File> {
         .open(path)
         .map_err(|e| {
             if e.raw_os_error() == Some(nix::libc::ELOOP) {
-                Failure::new(Code::Unsafe, format!("{} is a symlink; refusing to use it", path.display()))
+                Failure::err(Code::Unsafe, format!("{} is a symlink; refusing to use it", path.display()))
             } else {
                 anyhow::Error::new(e).context(format!("opening lock file {}", path.display()))
             }
@@ -168,7 +168,7 @@ pub fn read_private(path: &Path) -> Result<Option<Vec<u8>>> {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
-            return Err(Failure::new(Code::Unsafe, format!("{} is a symlink; refusing to use it", path.display())))
+            return Err(Failure::err(Code::Unsafe, format!("{} is a symlink; refusing to use it", path.display())))
         }
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
@@ -211,7 +211,7 @@ pub fn require_root(what: &str) -> Result<()> {
     if is_root_user() {
         Ok(())
     } else {
-        Err(Failure::new(Code::NotRoot, format!("{what} changes system state and must be run as root")))
+        Err(Failure::err(Code::NotRoot, format!("{what} changes system state and must be run as root")))
     }
 }
 

@@ -379,7 +379,7 @@ pub fn read(root: &Root) -> Result<(SpoolFile, Option<Unreadable>)> {
             if e.downcast_ref::<std::io::Error>()
                 .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied) =>
         {
-            return Err(Failure::new(
+            return Err(Failure::err(
                 Code::NotRoot,
                 format!("cannot read {}: permission denied (run as root)", path.display()),
             ))

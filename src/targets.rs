@@ -84,7 +84,7 @@ fn module_of(root: &Root, dir: &str) -> Option<(String, String)> {
             .char_indices()
             .filter(|(i, c)| *c == '-' && dir[i + 1..].starts_with(|d: char| d.is_ascii_digit()))
             .map(|(i, _)| i)
-            .last()?;
+            .next_back()?;
         Some((dir[..at].to_string(), dir[at + 1..].to_string()))
     })?;
     (check(What::ModuleName, &name).is_ok() && check(What::ModuleVersion, &version).is_ok()).then_some((name, version))

@@ -59,7 +59,7 @@ pub fn check(what: What, s: &str) -> Result<(), String> {
 
 /// Like `check`, as an exit-code-carrying error.
 pub fn require(what: What, s: &str) -> anyhow::Result<()> {
-    check(what, s).map_err(|m| Failure::new(Code::Usage, m))
+    check(what, s).map_err(|m| Failure::err(Code::Usage, m))
 }
 
 /// A valid `NAME/VERSION` (version optional when `version_optional`), split.

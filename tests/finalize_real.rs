@@ -180,7 +180,7 @@ fn s5_weak_updates_link_counts_as_installed() {
     let newer = "6.1.0-9999-amd64"; // an ABI-compatible kernel without headers
     let w = World::new();
     Module::hello().write_to(&w);
-    w.run_ok(&format!("dkms-trigger record module-changed hello/1.0; dkms-trigger finalize --jobs 1 >/dev/null"));
+    w.run_ok("dkms-trigger record module-changed hello/1.0; dkms-trigger finalize --jobs 1 >/dev/null");
     // What RHEL's weak-modules does for a kABI-compatible kernel.
     w.run_ok(&format!(
         "mkdir -p /lib/modules/{newer}/weak-updates && touch /boot/vmlinuz-{newer} /lib/modules/{newer}/modules.order

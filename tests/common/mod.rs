@@ -12,7 +12,6 @@ pub use dkms::{built_make_logs, count_builds, parse_status, vermagic, BuildRecor
 pub use module::{Module, Outcome};
 pub use world::{show, World, WorldBuilder, BIN_IN_WORLD, PACKAGE_BIN};
 
-use std::cmp::Ordering;
 use std::path::Path;
 
 /// Installed kernel versions whose headers are usable (`/lib/modules/K/build` has `include/` and a
@@ -44,35 +43,8 @@ pub fn kernels_with_headers_in(modules_dir: &Path) -> Vec<String> {
     ks
 }
 
-/// Orders version strings like `sort -V`: runs of digits compare numerically, other runs bytewise.
-pub fn version_cmp(a: &str, b: &str) -> Ordering {
-    fn runs(s: &str) -> Vec<(bool, &str)> {
-        let mut out = Vec::new();
-        let mut start = 0;
-        let bytes = s.as_bytes();
-        for i in 1..=bytes.len() {
-            if i == bytes.len() || bytes[i].is_ascii_digit() != bytes[start].is_ascii_digit() {
-                out.push((bytes[start].is_ascii_digit(), &s[start..i]));
-                start = i;
-            }
-        }
-        out
-    }
-    let (ra, rb) = (runs(a), runs(b));
-    for (x, y) in ra.iter().zip(rb.iter()) {
-        let o = match (x.0, y.0) {
-            (true, true) => {
-                let (tx, ty) = (x.1.trim_start_matches('0'), y.1.trim_start_matches('0'));
-                tx.len().cmp(&ty.len()).then_with(|| tx.cmp(ty))
-            }
-            _ => x.1.cmp(y.1),
-        };
-        if o != Ordering::Equal {
-            return o;
-        }
-    }
-    ra.len().cmp(&rb.len())
-}
+/// Orders version strings like `sort -V` (the crate's own ordering).
+pub use dkms_trigger::version::cmp as version_cmp;
 
 /// Quotes a string for bash (single quotes).
 pub fn sh_quote(s: &str) -> String {

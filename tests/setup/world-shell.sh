@@ -1,7 +1,7 @@
 #!/bin/bash
 # Runs a command (default: an interactive bash) inside a World that a test kept, for debugging:
 #
-#   DKMS_WORLD_KEEP=1 cargo test --release --test world_smoke -- --ignored --nocapture scratch_world
+#   DKMS_WORLD_KEEP=1 cargo test --release --test world_smoke -- --nocapture   (prints the kept dirs)
 #   tests/setup/world-shell.sh /tmp/dkms-world.XXXX ['shell text']
 #
 # Same namespace setup as tests/common/world.rs (it sources the world's generated setup.sh), same

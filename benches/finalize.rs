@@ -1,0 +1,234 @@
+//! Finalize benchmarks (`make bench`), printing figures, not asserting times:
+//!
+//! 1. a no-op finalize (empty spool, nothing drifted) on a fake root of 10 kernels x 30 registered
+//!    modules (target <= 50 ms), and the same with `--rescan` (a full reconcile that finds nothing);
+//! 2. a realistic transaction with the real dkms in throwaway worlds (tests/common): two kernels
+//!    with headers and a third added in the same transaction, a same-version headers upgrade of one,
+//!    four module packages upgraded (one BUILD_DEPENDS on another), CPU-bound generated modules.
+//!    dkms-trigger (record per hook, one finalize) against the stock Debian path on the same work
+//!    (per kernel/headers package `dkms autoinstall -k K`, per module package the real
+//!    /usr/lib/dkms/common.postinst with autoinstall_all_kernels=1, in dpkg's order), and against
+//!    the ideal: the serial work (a `finalize --jobs 1` run) divided by the cores, or the
+//!    BUILD_DEPENDS critical path if longer.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "fakeroot.rs"]
+mod fakeroot;
+
+use common::{kernels_with_headers, World};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_dkms-trigger");
+
+fn noop() {
+    println!("1. no-op finalize, fake root with 10 kernels x 30 registered, installed modules");
+    let t = tempfile::tempdir().unwrap();
+    fakeroot::build(t.path(), 10, 30, false);
+    for (label, args) in [
+        ("finalize (empty spool)", vec!["finalize"]),
+        ("finalize --rescan (nothing drifted)", vec!["finalize", "--rescan"]),
+    ] {
+        let mut times: Vec<Duration> = (0..30)
+            .map(|_| {
+                let s = Instant::now();
+                let out = Command::new(BIN).arg("--root").arg(t.path()).args(&args).output().unwrap();
+                let d = s.elapsed();
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                assert!(!String::from_utf8_lossy(&out.stdout).contains("build"), "a no-op must build nothing");
+                d
+            })
+            .collect();
+        times.sort();
+        println!("   {label:<38} p50 {:>7.1} ms   max {:>7.1} ms", ms(times[15]), ms(times[29]));
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// A CPU-bound module: `files` C files of generated arithmetic, `dep` its BUILD_DEPENDS.
+fn module_files(name: &str, version: &str, files: usize, dep: Option<&str>) -> Vec<(String, String)> {
+    let ident = name.replace('-', "_");
+    let mut conf = format!(
+        "PACKAGE_NAME=\"{name}\"\nPACKAGE_VERSION=\"{version}\"\nBUILT_MODULE_NAME[0]=\"{name}\"\nDEST_MODULE_LOCATION[0]=\"/updates/dkms\"\nAUTOINSTALL=\"yes\"\n"
+    );
+    if let Some(d) = dep {
+        conf += &format!("BUILD_DEPENDS[0]=\"{d}\"\n");
+    }
+    let objs: Vec<String> = (0..files).map(|i| format!("part{i}.o")).collect();
+    let makefile = format!(
+        "obj-m := {name}.o\n{name}-y := main.o {}\n\n# build recorder\n$(obj)/main.o: $(obj)/.stamp\n$(obj)/.stamp:\n\t@mkdir -p /var/log/dkms-world\n\t@echo \"start {name} {version} $(KERNELRELEASE) $$(date +%s.%N)\" >> /var/log/dkms-world/builds.log\n\t@touch $@\n",
+        objs.join(" ")
+    );
+    let mut out = vec![
+        ("dkms.conf".to_string(), conf),
+        ("Makefile".to_string(), makefile),
+        (
+            "main.c".to_string(),
+            format!("// SPDX-License-Identifier: GPL-2.0\n#include <linux/module.h>\nstatic int __init {ident}_init(void) {{ return 0; }}\nstatic void __exit {ident}_exit(void) {{ }}\nmodule_init({ident}_init);\nmodule_exit({ident}_exit);\nMODULE_LICENSE(\"GPL\");\n"),
+        ),
+    ];
+    for i in 0..files {
+        let mut c = String::from("// SPDX-License-Identifier: GPL-2.0\n#include <linux/kernel.h>\n");
+        for f in 0..40 {
+            c += &format!(
+                "unsigned long {ident}_p{i}_f{f}(unsigned long x);\nunsigned long {ident}_p{i}_f{f}(unsigned long x)\n{{\n\tunsigned long a = x, b = {f};\n\tint k;\n\tfor (k = 0; k < 64; k++) {{\n\t\ta = a * 6364136223846793005UL + b;\n\t\tb ^= a >> (k % 13);\n\t\tif (a & 1) b += a / (k + 3); else b -= a % (k + 5);\n\t}}\n\treturn a ^ b;\n}}\n"
+            );
+        }
+        out.push((format!("part{i}.c"), c));
+    }
+    out
+}
+
+fn write_module(w: &World, name: &str, version: &str, files: usize, dep: Option<&str>) {
+    let dir = w.upper(format!("/usr/src/{name}-{version}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (f, text) in module_files(name, version, files, dep) {
+        std::fs::write(dir.join(f), text).unwrap();
+    }
+}
+
+const MODULES: [(&str, usize, Option<&str>); 4] =
+    [("netdrv", 6, None), ("gpudrv", 10, None), ("gpuaddon", 3, Some("gpudrv")), ("fsdrv", 4, None)];
+
+/// A world before the upgrade: the modules at 1.0 installed for K1 and K2, the 1.1 sources unpacked,
+/// the third kernel's directory in place, a depmod wrapper counting runs.
+fn prepared_world(k1: &str, k2: &str, k3: &str) -> World {
+    let w = World::new();
+    for (m, files, dep) in MODULES {
+        write_module(&w, m, "1.0", files, dep);
+    }
+    let names: Vec<&str> = MODULES.iter().map(|m| m.0).collect();
+    w.run_ok(&format!(
+        "for m in {names}; do dkms add -m $m -v 1.0 >/dev/null; for k in {k1} {k2}; do dkms install -m $m -v 1.0 -k $k >/dev/null; done; done
+         printf '#!/bin/sh\\necho \"$*\" >> /var/log/depmod-runs.log\\nexec /usr/sbin/depmod \"$@\"\\n' > /usr/local/sbin/depmod
+         chmod 755 /usr/local/sbin/depmod
+         : > /var/log/dkms-world/builds.log
+         mkdir -p /lib/modules/{k3} && ln -s /usr/src/linux-headers-{k2} /lib/modules/{k3}/build && touch /boot/vmlinuz-{k3}",
+        names = names.join(" ")
+    ));
+    for (m, files, dep) in MODULES {
+        write_module(&w, m, "1.1", files, dep);
+    }
+    w
+}
+
+fn counts(w: &World) -> (usize, usize) {
+    let builds = w.read("/var/log/dkms-world/builds.log").unwrap_or_default().lines().count();
+    let depmods = w.read("/var/log/depmod-runs.log").unwrap_or_default().lines().count();
+    (builds, depmods)
+}
+
+fn timed(w: &World, script: &str) -> (Duration, String) {
+    let s = Instant::now();
+    let out = w.run(script);
+    let d = s.elapsed();
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (d, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn transaction() {
+    let ks = kernels_with_headers();
+    let (k1, k2) = (ks[ks.len() - 2].clone(), ks[ks.len() - 1].clone());
+    let k3 = "6.1.0-999-amd64".to_string(); // added in the transaction (its headers: K2's tree)
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    println!("\n2. a transaction: kernels {k1} {k2} + {k3} added, headers of {k1} upgraded in place,");
+    println!("   4 module packages upgraded 1.0 -> 1.1 (gpuaddon BUILD_DEPENDS gpudrv); {cores} cores");
+
+    // The stock Debian path, in dpkg's configure order.
+    let stock_world = prepared_world(&k1, &k2, &k3);
+    let modules: Vec<&str> = MODULES.iter().map(|m| m.0).collect();
+    let stock_script = format!(
+        "echo 'autoinstall_all_kernels=\"1\"' >> /etc/dkms/framework.conf
+         dkms autoinstall -k {k1} >/dev/null          # linux-headers-{k1} (same version) postinst
+         dkms autoinstall -k {k3} >/dev/null || true  # linux-image-{k3} postinst.d/dkms
+         dkms autoinstall -k {k3} >/dev/null || true  # linux-headers-{k3} header_postinst.d/dkms
+         for m in {mods}; do /usr/lib/dkms/common.postinst $m 1.1 /usr/share/$m '' 1.0 >/dev/null; done",
+        mods = modules.join(" ")
+    );
+    let (stock_t, _) = timed(&stock_world, &stock_script);
+    let (stock_builds, stock_depmods) = counts(&stock_world);
+    drop(stock_world);
+
+    // dkms-trigger: every hook records, one finalize at the end.
+    let ours_world = prepared_world(&k1, &k2, &k3);
+    let mut record = format!(
+        "dkms-trigger record headers-changed {k1} --force\n dkms-trigger record kernel-added {k3}\n dkms-trigger record headers-changed {k3}\n"
+    );
+    for m in &modules {
+        record += &format!(" dkms-trigger record module-changed {m}/1.1\n");
+    }
+    let (ours_t, ours_out) = timed(&ours_world, &format!("{record} dkms-trigger finalize"));
+    let (ours_builds, ours_depmods) = counts(&ours_world);
+    drop(ours_world);
+
+    // The same plan serially: the total work, for the ideal.
+    let serial_world = prepared_world(&k1, &k2, &k3);
+    let (serial_t, serial_out) = timed(&serial_world, &format!("{record} dkms-trigger finalize --jobs 1"));
+    drop(serial_world);
+    let job_secs = |text: &str| -> Vec<(String, f64)> {
+        text.lines()
+            .filter(|l| l.starts_with('[') && l.contains(" ... ok ("))
+            .map(|l| {
+                let what = l.split(" ... ").next().unwrap().split("] ").nth(1).unwrap().to_string();
+                let secs: f64 = l.rsplit('(').next().unwrap().trim_end_matches("s)").parse().unwrap();
+                (what, secs)
+            })
+            .collect()
+    };
+    let serial_jobs = job_secs(&serial_out);
+    let work: f64 = serial_jobs.iter().map(|(_, s)| s).sum();
+    // Critical path: per kernel, gpudrv then gpuaddon.
+    let critical = [&k1, &k2, &k3]
+        .iter()
+        .map(|k| {
+            serial_jobs
+                .iter()
+                .filter(|(w, _)| (w.contains("gpudrv/") || w.contains("gpuaddon/")) && w.ends_with(k.as_str()))
+                .map(|(_, s)| s)
+                .sum::<f64>()
+        })
+        .fold(0.0, f64::max);
+    let ideal = (work / cores as f64).max(critical);
+    let ours_s = ours_t.as_secs_f64();
+    println!("   {:<34} {:>8} {:>12} {:>8}", "", "wall s", "dkms builds", "depmod");
+    println!(
+        "   {:<34} {:>8.1} {:>12} {:>8}",
+        "stock dkms hooks (dpkg order)",
+        stock_t.as_secs_f64(),
+        stock_builds,
+        stock_depmods
+    );
+    println!("   {:<34} {:>8.1} {:>12} {:>8}", "dkms-trigger (record + finalize)", ours_s, ours_builds, ours_depmods);
+    println!(
+        "   {:<34} {:>8.1} {:>12}",
+        "dkms-trigger --jobs 1 (serial work)",
+        serial_t.as_secs_f64(),
+        serial_jobs.len()
+    );
+    println!("   ideal = max(work {work:.1} s / {cores} cores, critical path {critical:.1} s) = {ideal:.1} s");
+    println!(
+        "   ratio to stock: {:.2}x (target <= 0.60)   ratio to ideal: {:.2}x (target <= 1.25)",
+        ours_s / stock_t.as_secs_f64(),
+        ours_s / ideal
+    );
+    let pairs = job_secs(&ours_out);
+    let mut seen = std::collections::BTreeSet::new();
+    let once = pairs.iter().all(|(w, _)| seen.insert(w.clone()));
+    println!(
+        "   each (module, kernel) pair built at most once: {once} ({} jobs); depmod runs: {ours_depmods} for 3 kernels",
+        pairs.len()
+    );
+}
+
+fn main() {
+    noop();
+    if nix::unistd::geteuid().is_root() {
+        transaction();
+    } else {
+        println!("\n2. (the transaction benchmark needs root: mount namespaces and the real dkms)");
+    }
+}

@@ -1,0 +1,64 @@
+#!/bin/bash
+# Runs INSIDE the Debian 12 root that tests/pm/base.sh builds (an mmdebstrap customize hook).
+# Chooses the two newest installable linux-headers-<ABI>-<arch> packages (the rule of
+# tests/setup/install-deps.sh), installs what their trees need (the -common trees, linux-kbuild,
+# the compiler package) but NOT the linux-headers-K packages themselves: their files are unpacked
+# under /opt/pm-fixtures/headers/K for the tests to repackage, so that rpm and pacman own the
+# header trees (pacman refuses to install over files it does not own).
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+say() { echo "pm base-inside: $*" >&2; }
+
+flavour=$(dpkg --print-architecture)
+re="^linux-headers-[0-9]+\\.[0-9]+(\\.[0-9]+)?-[0-9][0-9.]*-${flavour}\$"
+cands=$(apt-cache policy "$re" 2>/dev/null | awk '
+    /^[^ ]/ { pkg = $1; sub(/:$/, "", pkg); next }
+    /^  Candidate:/ { if ($2 != "(none)") print pkg }' | grep -E "$re" | sort -V -u)
+chosen=()
+while read -r pkg; do
+    [[ -n $pkg ]] || continue
+    if apt-get -s -qq install "$pkg" >/dev/null 2>&1; then
+        chosen+=("$pkg")
+    else
+        say "skipping $pkg: not installable"
+    fi
+    ((${#chosen[@]} < 2)) || break
+done < <(tac <<<"$cands")
+((${#chosen[@]} == 2)) || { say "error: fewer than two installable $re packages"; exit 1; }
+k2=${chosen[0]#linux-headers-}
+k1=${chosen[1]#linux-headers-}
+say "kernels: $k1 $k2"
+
+# Everything linux-headers-K depends on, for both kernels.
+deps=$(for k in "$k1" "$k2"; do
+    apt-cache depends --no-recommends --no-suggests "linux-headers-$k" | sed -n 's/^ *Depends: *//p'
+done | grep -v '^<' | sort -u)
+# shellcheck disable=SC2086
+apt-get install -y -q $deps
+
+mkdir -p /opt/pm-fixtures/headers /tmp/pm-debs
+cd /tmp/pm-debs
+apt-get download "linux-headers-$k1" "linux-headers-$k2"
+for k in "$k1" "$k2"; do
+    d=/opt/pm-fixtures/headers/$k
+    dpkg-deb -x linux-headers-"$k"_*.deb "$d"
+    tree=$d/usr/src/linux-headers-$k
+    [[ -f $tree/Makefile ]] || { say "error: $tree/Makefile missing"; exit 1; }
+    # The tree is repackaged at other places (usr/src/kernels/K, usr/lib/modules/K/build): its
+    # relative symlinks into /usr/lib/linux-kbuild-* become absolute.
+    find "$tree" -type l | while read -r l; do
+        t=$(readlink "$l")
+        case "$t" in
+        /*) ;;
+        *) ln -sfn "$(realpath -ms "$(dirname "${l#"$d"}")/$t")" "$l" ;;
+        esac
+    done
+    # Debian's build symlink is not kept: each test package makes its own.
+    rm -rf "${d:?}/lib" "${d:?}/usr/lib" "${d:?}/usr/share"
+done
+cd /
+rm -rf /tmp/pm-debs
+echo "$k1 $k2" >/opt/pm-fixtures/kernels
+
+apt-get clean
+rm -rf /var/lib/apt/lists/*
