@@ -549,10 +549,21 @@ fn s4_same_kver_headers_upgrade_forces_a_rebuild_for_that_kernel_only() {
         .to_string();
     let n = stage.builds().len();
     let before = stage.ko_times();
-    let apt = stage.sh(&format!("apt-get install -y {deb}"));
-    apt.ok("upgrading the headers package to the same KVER");
+    // The two dpkg calls apt makes (unpack and configure without triggers, then the pending
+    // triggers), with a look at what the headers' hook recorded in between: a forced rebuild (the
+    // ctime drift of the reinstalled headers alone would also rebuild).
+    let upgrade = stage.sh(&format!("dpkg --no-triggers -i {deb}"));
+    upgrade.ok("upgrading the headers package to the same KVER");
+    let spool = stage.sh("dkms-trigger spool");
+    assert!(spool.stdout.contains(&format!("headers-changed {} --force", e.k1)), "{}", spool.show());
+    let plan = stage.sh("dkms-trigger plan");
+    for m in AUTO {
+        assert!(plan.stdout.lines().any(|l| l.contains("rebuild") && l.contains(&format!("{m}/1.0"))), "{}", plan.show());
+    }
+    let trig = stage.sh("dpkg --configure --pending");
+    trig.ok("dpkg --configure --pending (the trigger)");
     let builds = stage.builds()[n..].to_vec();
-    assert_eq!(count(&builds), pairs(&[("pre", &e.k1), ("tbase", &e.k1), ("tuser", &e.k1)]), "{builds:?}\n{}", apt.show());
+    assert_eq!(count(&builds), pairs(&[("pre", &e.k1), ("tbase", &e.k1), ("tuser", &e.k1)]), "{builds:?}\n{}", trig.show());
     let after = stage.ko_times();
     assert_changed_exactly(&before, &after, &AUTO.iter().map(|m| format!("{m}/1.0/{}", e.k1)).collect::<Vec<_>>());
 }
@@ -631,6 +642,53 @@ fn removing_the_package_gives_autoinstall_back_to_dkms() {
     let builds = stage.builds()[n..].to_vec();
     assert_eq!(count(&builds), pairs(&[("late", &e.k1), ("late", &e.k2)]), "{builds:?}");
     assert!(builds.iter().all(|b| b.by == "late-dkms"), "{builds:?}");
+    // Purge: the hooks and the tool's state go too.
+    stage.sh("apt-get purge -y dkms-trigger").ok("apt-get purge dkms-trigger");
+    assert_eq!(stage.dpkg_status("dkms-trigger"), "", "purged");
+    for f in ["/etc/kernel/header_postinst.d/dkms-trigger", "/etc/kernel/postinst.d/dkms-trigger", "/var/lib/dkms-trigger"] {
+        assert!(!stage.exists(f), "{f} removed by purge");
+    }
+}
+
+#[test]
+fn upgrading_the_package_keeps_the_takeover_and_rebuilds_nothing() {
+    let e = env();
+    let stage = Stage::child(&s1().stage, "upgrade-self");
+    let deb = e.deb.file_name().unwrap().to_string_lossy().into_owned();
+    let n = stage.builds().len();
+    let before = stage.ko_times();
+    let o = stage.sh(&format!(
+        "v=$(dpkg-query -W -f='${{Version}}' dkms-trigger); d=$($T/repack.sh /dkms-trigger-dist/{deb} \"$v+1\"); apt-get install -y $d"
+    ));
+    o.ok("upgrading dkms-trigger");
+    assert_eq!(stage.builds().len(), n, "nothing built: {}", o.show());
+    assert_eq!(stage.ko_times(), before);
+    assert!(stage.exists("/etc/dkms/no-autoinstall") && stage.exists("/var/lib/dkms-trigger/created-no-autoinstall"));
+    assert_eq!(stage.dpkg_status("dkms-trigger"), "ii");
+}
+
+#[test]
+fn prerm_hook_removes_a_kernels_builds_at_once_and_only_on_remove() {
+    let e = env();
+    let stage = Stage::child(&s1().stage, "prerm-hook");
+    let n = stage.builds().len();
+    let before = stage.ko_times();
+    // The image prerm runs the hooks for "remove" only; an upgrade must not remove anything.
+    let o = stage.sh("DEB_MAINT_PARAMS=upgrade /etc/kernel/prerm.d/dkms-trigger $K1 /boot/vmlinuz-$K1");
+    o.ok("prerm.d hook on upgrade");
+    assert_eq!(stage.ko_times(), before);
+    let o = stage.sh("DEB_MAINT_PARAMS=remove /etc/kernel/prerm.d/dkms-trigger $K1 /boot/vmlinuz-$K1");
+    o.ok("prerm.d hook on remove");
+    assert!(o.all().lines().count() <= 1, "at most one line: {}", o.show());
+    let after = stage.ko_times();
+    for (k, t) in &before {
+        if k.ends_with(&format!("/{}", e.k1)) {
+            assert!(!after.contains_key(k), "{k} removed: {after:?}");
+        } else {
+            assert_eq!(after.get(k), Some(t), "{k} untouched");
+        }
+    }
+    assert_eq!(stage.builds().len(), n, "nothing built");
 }
 
 #[test]
