@@ -8,7 +8,7 @@ SYSCONFDIR ?= /etc
 DESTDIR ?=
 CARGO ?= cargo
 CARGO_FLAGS ?= --locked
-BIN := target/release/dkms-trigger
+BIN ?= $(or $(CARGO_TARGET_DIR),target)/release/dkms-trigger
 
 LIBDIR ?= $(PREFIX)/lib
 KERNEL_INSTALL_DIR ?= $(LIBDIR)/kernel/install.d
@@ -31,10 +31,11 @@ check: deps
 test:
 	$(CARGO) test --release $(CARGO_FLAGS)
 
+# Everything the suites need: dkms, toolchain, headers, rpm, pacman, mmdebstrap, debhelper/lintian.
 deps:
-	tests/setup/install-deps.sh
+	tests/setup/install-deps.sh --rpm --pacman --chroot --deb
 
-bench:
+bench: deps
 	$(CARGO) bench $(CARGO_FLAGS)
 
 # The try-it command: runs the tool's main job for real in a throwaway world (see README.md).
