@@ -45,17 +45,17 @@ pub fn classify<'a>(root: &Root, paths: impl IntoIterator<Item = &'a str>, remov
                 None => t.refused.push(raw.to_string()),
             },
             // Debian's linux-headers-K (not the -common tree), Fedora's kernel-devel tree, the build link.
-            ["usr", "src", dir, rest @ ..] if dir.starts_with("linux-headers-") && !dir.ends_with("-common") => {
-                if !removal || anchor(rest) {
-                    kernel(&mut t, |t| &mut t.headers, &dir["linux-headers-".len()..])
-                }
+            ["usr", "src", dir, rest @ ..]
+                if dir.starts_with("linux-headers-") && !dir.ends_with("-common") && (!removal || anchor(rest)) =>
+            {
+                kernel(&mut t, |t| &mut t.headers, &dir["linux-headers-".len()..])
             }
             ["usr", "src", "kernels", k, rest @ ..]
             | ["usr", "lib", "modules", k, "build", rest @ ..]
-            | ["lib", "modules", k, "build", rest @ ..] => {
-                if !removal || anchor(rest) {
-                    kernel(&mut t, |t| &mut t.headers, k)
-                }
+            | ["lib", "modules", k, "build", rest @ ..]
+                if !removal || anchor(rest) =>
+            {
+                kernel(&mut t, |t| &mut t.headers, k)
             }
             ["usr", "lib", "modules", k, f] | ["lib", "modules", k, f]
                 if matches!(*f, "modules.order" | "vmlinuz" | "modules.builtin") =>
