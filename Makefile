@@ -25,7 +25,7 @@ build:
 # Installs what the tests need from the distribution's packages (dkms, a compiler, the two newest
 # linux-headers ABIs...), then runs every test against the release binary.
 check: deps
-	$(CARGO) test --release $(CARGO_FLAGS) -- --test-threads=2
+	$(CARGO) test --release --no-fail-fast $(CARGO_FLAGS) -- --test-threads=2
 
 # Tests only, for when the dependencies are known to be present.
 test:
