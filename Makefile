@@ -8,7 +8,7 @@ SYSCONFDIR ?= /etc
 DESTDIR ?=
 CARGO ?= cargo
 CARGO_FLAGS ?= --locked
-BIN := target/release/dkms-trigger
+BIN ?= $(or $(CARGO_TARGET_DIR),target)/release/dkms-trigger
 
 LIBDIR ?= $(PREFIX)/lib
 KERNEL_INSTALL_DIR ?= $(LIBDIR)/kernel/install.d
@@ -25,16 +25,17 @@ build:
 # Installs what the tests need from the distribution's packages (dkms, a compiler, the two newest
 # linux-headers ABIs...), then runs every test against the release binary.
 check: deps
-	$(CARGO) test --release $(CARGO_FLAGS) -- --test-threads=2
+	$(CARGO) test --release --no-fail-fast $(CARGO_FLAGS) -- --test-threads=2
 
 # Tests only, for when the dependencies are known to be present.
 test:
 	$(CARGO) test --release $(CARGO_FLAGS)
 
+# Everything the suites need: dkms, toolchain, headers, rpm, pacman, mmdebstrap, debhelper/lintian.
 deps:
-	tests/setup/install-deps.sh
+	tests/setup/install-deps.sh --rpm --pacman --chroot --deb
 
-bench:
+bench: deps
 	$(CARGO) bench $(CARGO_FLAGS)
 
 # The try-it command: runs the tool's main job for real in a throwaway world (see README.md).

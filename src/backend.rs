@@ -93,7 +93,7 @@ impl Dkms {
 
     /// `dkms unbuild` (removes the build and the installed copy for one kernel).
     pub fn unbuild(&self, t: &Target, log: &Path, d: Deadline) -> Result<Step> {
-        let ran = self.mvka(self.cmd("unbuild"), t).timeout(d.remaining()).run(log)?;
+        let ran = self.mvka(self.cmd("unbuild"), t).arg("--no-depmod").timeout(d.remaining()).run(log)?;
         Ok(if ran.ok() || not_there(&ran) { Step::Ok } else { Step::Failed(ran.explain()) })
     }
 

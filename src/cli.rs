@@ -338,7 +338,7 @@ fn run(cli: &Cli) -> Result<Code> {
             let mut input = String::new();
             std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)
                 .map_err(|e| Failure::err(Code::Usage, format!("reading paths from stdin: {e}")))?;
-            let touched = crate::targets::classify(&root, input.lines());
+            let touched = crate::targets::classify(&root, input.lines(), *op == PathOp::Remove);
             for r in &touched.refused {
                 ui::warn(format!("ignoring {}: not a valid kernel or module name", validate::shown(r)));
             }

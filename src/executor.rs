@@ -464,7 +464,10 @@ fn job_steps(ctx: &Context, j: &Job, make_jobs: u32, log: &Path, done: &mut Done
         arch: &j.arch,
         headers: headers.as_deref(),
     };
-    if j.register {
+    // The plan says whether the module was registered when it was made; an earlier job of the same
+    // module (they run one after the other) may have registered it since.
+    let registered = ctx.root.path(format!("{}/{}/{}/source", paths::DKMS_TREE, j.module, j.version)).exists();
+    if j.register && !registered {
         if let Step::Failed(why) = ctx.dkms.add(&j.module, &j.version, log, deadline)? {
             return failed(done, format!("dkms add failed: {why}"));
         }

@@ -19,8 +19,10 @@ pub struct Touched {
     pub refused: Vec<String>,
 }
 
-/// Classifies root-relative or absolute paths (leading `/` ignored).
-pub fn classify<'a>(root: &Root, paths: impl IntoIterator<Item = &'a str>) -> Touched {
+/// Classifies root-relative or absolute paths (leading `/` ignored). For a `removal`, a header
+/// tree counts only through its anchors (the tree itself, its top Makefile, `include/`): an upgrade
+/// that merely drops one header file must not look like the headers going away.
+pub fn classify<'a>(root: &Root, paths: impl IntoIterator<Item = &'a str>, removal: bool) -> Touched {
     let mut t = Touched::default();
     for raw in paths {
         let p = raw.trim().trim_start_matches('/').trim_end_matches('/');
@@ -42,12 +44,17 @@ pub fn classify<'a>(root: &Root, paths: impl IntoIterator<Item = &'a str>) -> To
                 }
                 None => t.refused.push(raw.to_string()),
             },
-            // Debian's linux-headers-K (not the -common tree), Fedora's kernel-devel tree.
-            ["usr", "src", dir, ..] if dir.starts_with("linux-headers-") && !dir.ends_with("-common") => {
+            // Debian's linux-headers-K (not the -common tree), Fedora's kernel-devel tree, the build link.
+            ["usr", "src", dir, rest @ ..]
+                if dir.starts_with("linux-headers-") && !dir.ends_with("-common") && (!removal || anchor(rest)) =>
+            {
                 kernel(&mut t, |t| &mut t.headers, &dir["linux-headers-".len()..])
             }
-            ["usr", "src", "kernels", k, ..] => kernel(&mut t, |t| &mut t.headers, k),
-            ["usr", "lib", "modules", k, "build", ..] | ["lib", "modules", k, "build", ..] => {
+            ["usr", "src", "kernels", k, rest @ ..]
+            | ["usr", "lib", "modules", k, "build", rest @ ..]
+            | ["lib", "modules", k, "build", rest @ ..]
+                if !removal || anchor(rest) =>
+            {
                 kernel(&mut t, |t| &mut t.headers, k)
             }
             ["usr", "lib", "modules", k, f] | ["lib", "modules", k, f]
@@ -60,6 +67,11 @@ pub fn classify<'a>(root: &Root, paths: impl IntoIterator<Item = &'a str>) -> To
         }
     }
     t
+}
+
+/// The parts of a header tree whose removal means the tree goes.
+fn anchor(rest: &[&str]) -> bool {
+    matches!(rest, [] | ["Makefile"] | ["include"])
 }
 
 /// `usr/src/DIR` as (module, version): PACKAGE_NAME and PACKAGE_VERSION when dkms.conf assigns them
@@ -131,6 +143,7 @@ mod tests {
                 "/usr/lib/modules/..%2f/modules.order",
                 "/usr/src/../dkms.conf",
             ],
+            false,
         );
         assert_eq!(
             got.modules.iter().cloned().collect::<Vec<_>>(),
@@ -145,5 +158,21 @@ mod tests {
         let upgrade = got.intents(true);
         assert!(upgrade.contains(&Intent::HeadersChanged { kernel: "6.6.1-arch1-1".into(), force: true }));
         assert!(got.intents(false).contains(&Intent::HeadersChanged { kernel: "6.6.1-arch1-1".into(), force: false }));
+    }
+
+    #[test]
+    fn removals_count_header_trees_only_by_their_anchors() {
+        let t = tempfile::tempdir().unwrap();
+        let root = Root::open(t.path()).unwrap();
+        let one_file = classify(&root, ["/usr/src/kernels/5.14.0-1.el9.x86_64/include/linux/x.h"], true);
+        assert!(one_file.headers.is_empty(), "a dropped header file is not the headers going away");
+        for anchor in [
+            "/usr/src/kernels/5.14.0-1.el9.x86_64",
+            "/usr/src/kernels/5.14.0-1.el9.x86_64/Makefile",
+            "usr/lib/modules/5.14.0-1.el9.x86_64/build",
+            "usr/lib/modules/5.14.0-1.el9.x86_64/build/include/",
+        ] {
+            assert_eq!(classify(&root, [anchor], true).headers.len(), 1, "{anchor}");
+        }
     }
 }
