@@ -255,7 +255,9 @@ fn a_hanging_build_hits_the_timeout_and_the_others_still_build() {
     let w = World::new();
     Module::new("hangs").slow(600).write_to(&w);
     Module::hello().write_to(&w);
-    w.write("/etc/dkms-trigger/config.d/50-test.toml", "job_timeout = 4\n");
+    // Long enough that a real build of `hello` finishes even on a loaded 2-core CI machine
+    // (4 s was not); the hang is 600 s, so the timeout still decides the outcome.
+    w.write("/etc/dkms-trigger/config.d/50-test.toml", "job_timeout = 30\n");
     w.run_ok("dkms add -m hangs -v 1.0 >/dev/null; dkms add -m hello -v 1.0 >/dev/null");
     let started = std::time::Instant::now();
     let o = w.run(&format!("dkms-trigger record headers-changed {k2}; dkms-trigger finalize"));
