@@ -262,7 +262,7 @@ fn prepare() -> Result<Env, String> {
     std::fs::create_dir_all(WORK).map_err(|e| format!("creating {WORK}: {e}"))?;
     let lock = File::create(Path::new(WORK).join(".lock")).map_err(|e| e.to_string())?;
     fs2::FileExt::lock_exclusive(&lock).map_err(|e| format!("locking {WORK}/.lock: {e}"))?;
-    // The previous run's layers are kept for inspection until now.
+    // Layers left by a filtered or kept run (see Cleanup).
     for e in std::fs::read_dir(WORK).map_err(|e| e.to_string())?.flatten() {
         if e.file_name() != ".lock" {
             std::fs::remove_dir_all(e.path()).map_err(|err| format!("removing {}: {err}", e.path().display()))?;
@@ -397,10 +397,42 @@ fn make_s1() -> Result<S1, String> {
 
 const AUTO: [&str; 3] = ["pre", "tbase", "tuser"];
 
+/// Held by every test: when the last test of a full run ends (passed or failed), the layers under
+/// WORK (about 1 GB) are deleted, unless DKMS_TRIGGER_DEB_KEEP is set to look at them. A filtered
+/// run leaves them; the next run deletes them before it starts.
+struct Cleanup;
+
+impl Cleanup {
+    fn guard() -> Cleanup {
+        Cleanup
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        static DONE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let total = include_str!("deb_e2e.rs").matches(concat!("#[", "test]")).count();
+        let done = DONE.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if done < total {
+            return;
+        }
+        if std::env::var_os("DKMS_TRIGGER_DEB_KEEP").is_some() {
+            eprintln!("deb_e2e: keeping the layers in {WORK}");
+            return;
+        }
+        for e in std::fs::read_dir(WORK).into_iter().flatten().flatten() {
+            if e.file_name() != ".lock" {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------
 
 #[test]
 fn deb_builds_and_lintian_reports_no_errors_and_only_accepted_warnings() {
+    let _cleanup = Cleanup::guard();
     let e = env();
     let o = run(Command::new("lintian").arg("--tag-display-limit").arg("0").arg(&e.changes));
     let accepted = std::fs::read_to_string(repo().join("debian/README.source")).unwrap();
@@ -433,6 +465,7 @@ fn deb_builds_and_lintian_reports_no_errors_and_only_accepted_warnings() {
 
 #[test]
 fn installing_the_package_takes_over_autoinstall_and_rebuilds_nothing_up_to_date() {
+    let _cleanup = Cleanup::guard();
     let e = env();
     let t = takeover();
     // Before: dkms's own common.postinst built pre-dkms inside its package's postinst.
@@ -450,6 +483,7 @@ fn installing_the_package_takes_over_autoinstall_and_rebuilds_nothing_up_to_date
 
 #[test]
 fn s1_one_apt_run_builds_both_dependent_modules_for_every_kernel_once_after_configure() {
+    let _cleanup = Cleanup::guard();
     let e = env();
     let s = s1();
     s.apt.ok("the S1 apt run");
@@ -482,6 +516,7 @@ fn s1_one_apt_run_builds_both_dependent_modules_for_every_kernel_once_after_conf
 
 #[test]
 fn s3_module_failing_on_one_kernel_warns_and_a_failing_module_upgrade_fails_its_transaction() {
+    let _cleanup = Cleanup::guard();
     let e = env();
     let stage = Stage::child(&takeover().stage, "s3");
     stage.sh("$T/mkmodule.sh flaky 1.0 --fail-on $K2 >/dev/null; $T/mkmodule.sh flaky 2.0 --fail-on all >/dev/null").ok("generating flaky");
@@ -526,6 +561,7 @@ fn s3_module_failing_on_one_kernel_warns_and_a_failing_module_upgrade_fails_its_
 
 #[test]
 fn s4_dpkg_reconfigure_headers_rebuilds_every_autoinstall_module_for_that_kernel_only() {
+    let _cleanup = Cleanup::guard();
     let e = env();
     let stage = Stage::child(&s1().stage, "s4-reconfigure");
     let n = stage.builds().len();
@@ -539,6 +575,7 @@ fn s4_dpkg_reconfigure_headers_rebuilds_every_autoinstall_module_for_that_kernel
 
 #[test]
 fn s4_same_kver_headers_upgrade_forces_a_rebuild_for_that_kernel_only() {
+    let _cleanup = Cleanup::guard();
     let e = env();
     let stage = Stage::child(&s1().stage, "s4-upgrade");
     let deb = stage
@@ -570,6 +607,7 @@ fn s4_same_kver_headers_upgrade_forces_a_rebuild_for_that_kernel_only() {
 
 #[test]
 fn s2_kbuild_upgrade_by_plain_dpkg_rebuilds_every_kernel_using_it_and_nothing_else() {
+    let _cleanup = Cleanup::guard();
     let e = env();
     let stage = Stage::child(&s1().stage, "s2-kbuild");
     let deb = stage
@@ -598,6 +636,7 @@ fn s2_kbuild_upgrade_by_plain_dpkg_rebuilds_every_kernel_using_it_and_nothing_el
 
 #[test]
 fn removing_the_headers_of_a_kernel_removes_its_builds_and_nothing_else() {
+    let _cleanup = Cleanup::guard();
     let e = env();
     let stage = Stage::child(&s1().stage, "remove-headers");
     let n = stage.builds().len();
@@ -622,6 +661,7 @@ fn removing_the_headers_of_a_kernel_removes_its_builds_and_nothing_else() {
 
 #[test]
 fn removing_the_package_gives_autoinstall_back_to_dkms() {
+    let _cleanup = Cleanup::guard();
     let e = env();
     let stage = Stage::child(&takeover().stage, "giveback");
     stage.sh("apt-get remove -y dkms-trigger").ok("apt-get remove dkms-trigger");
@@ -652,6 +692,7 @@ fn removing_the_package_gives_autoinstall_back_to_dkms() {
 
 #[test]
 fn upgrading_the_package_keeps_the_takeover_and_rebuilds_nothing() {
+    let _cleanup = Cleanup::guard();
     let e = env();
     let stage = Stage::child(&s1().stage, "upgrade-self");
     let deb = e.deb.file_name().unwrap().to_string_lossy().into_owned();
@@ -669,6 +710,7 @@ fn upgrading_the_package_keeps_the_takeover_and_rebuilds_nothing() {
 
 #[test]
 fn prerm_hook_removes_a_kernels_builds_at_once_and_only_on_remove() {
+    let _cleanup = Cleanup::guard();
     let e = env();
     let stage = Stage::child(&s1().stage, "prerm-hook");
     let n = stage.builds().len();
@@ -693,6 +735,7 @@ fn prerm_hook_removes_a_kernels_builds_at_once_and_only_on_remove() {
 
 #[test]
 fn kernel_hook_outside_dpkg_records_and_finalizes_at_once_quietly() {
+    let _cleanup = Cleanup::guard();
     let e = env();
     let stage = Stage::child(&takeover().stage, "outside-dpkg");
     stage.sh("dkms unbuild -m pre -v 1.0 -k $K1 >/dev/null").ok("unbuild pre");
@@ -715,6 +758,7 @@ fn kernel_hook_outside_dpkg_records_and_finalizes_at_once_quietly() {
 
 #[test]
 fn noop_trigger_run_is_cheap_and_silent() {
+    let _cleanup = Cleanup::guard();
     let stage = Stage::child(&s1().stage, "noop");
     let n = stage.builds().len();
     // The handler as dpkg runs it for a file trigger, 5 times, timed inside the chroot.
