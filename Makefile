@@ -40,7 +40,7 @@ bench: deps
 
 # The try-it command: runs the tool's main job for real in a throwaway world (see README.md).
 demo: build
-	DKMS_TRIGGER=$(CURDIR)/$(BIN) tests/demo.sh
+	DKMS_TRIGGER=$(abspath $(BIN)) tests/demo.sh
 
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(SBINDIR)/dkms-trigger
@@ -68,11 +68,9 @@ clean:
 
 # rpm and pacman packages from this checkout (docs/rpm.md, docs/arch.md). Both build the binary
 # with cargo first (`build`), then package the tree of `make install-redhat` / `make install-arch`.
-# DIST: where the packages land; RELEASE_BIN: the binary to package (cargo's release binary,
-# following CARGO_TARGET_DIR).
+# DIST: where the packages land; BIN (above) is the binary they package.
 VERSION := $(shell sed -n 's/^version *= *"\(.*\)"/\1/p' Cargo.toml | head -n 1)
 DIST ?= dist
-RELEASE_BIN ?= $(or $(CARGO_TARGET_DIR),target)/release/dkms-trigger
 RPM_TOPDIR ?= $(abspath $(DIST))/rpmbuild
 # On Debian (tests, development): no rpm database knows the BuildRequires, and rpm's default
 # database would be ~/.rpmdb.
@@ -88,14 +86,14 @@ rpm: build
 	tar -czf $(RPM_TOPDIR)/SOURCES/dkms-trigger-$(VERSION).tar.gz --exclude-vcs --exclude=./target \
 		--exclude=./dist --exclude='./.tmp*' --transform 's,^\.,dkms-trigger-$(VERSION),' .
 	rpmbuild -bb $(RPMBUILD_FLAGS) --define '_topdir $(RPM_TOPDIR)' --define 'pkg_version $(VERSION)' \
-		--define 'prebuilt $(abspath $(RELEASE_BIN))' rpm/dkms-trigger.spec
+		--define 'prebuilt $(abspath $(BIN))' rpm/dkms-trigger.spec
 	cp $(RPM_TOPDIR)/RPMS/*/dkms-trigger-$(VERSION)-*.rpm $(DIST)/
 
 # dist/dkms-trigger-VERSION-1-ARCH.pkg.tar.zst without makepkg (arch/pkgtar.sh); a real Arch build
 # uses arch/PKGBUILD, which runs the same `make install-arch`.
 pkg: build
 	rm -rf $(PKG_STAGE)
-	$(MAKE) install-arch DESTDIR=$(PKG_STAGE) PREFIX=/usr SBINDIR=/usr/bin CARGO=true BIN=$(RELEASE_BIN)
+	$(MAKE) install-arch DESTDIR=$(PKG_STAGE) PREFIX=/usr SBINDIR=/usr/bin CARGO=true BIN=$(BIN)
 	install -D -m 0644 docs/arch.md $(PKG_STAGE)/usr/share/doc/dkms-trigger/arch.md
 	arch/pkgtar.sh --name dkms-trigger --version $(VERSION)-1 --arch $(PKG_ARCH) \
 		--license GPL-2.0-or-later --desc 'Rebuild DKMS modules once, in order, at the end of a pacman transaction' \
