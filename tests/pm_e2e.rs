@@ -48,6 +48,8 @@ fn run_ok(argv: &[&str]) -> String {
         .env("PATH", PATH)
         .env("HOME", "/root")
         .env("LANG", "C.UTF-8")
+        // The cache and mirror settings of tests/pm/base.sh (DKMS_TRIGGER_TEST_CACHE...).
+        .envs(std::env::vars_os().filter(|(k, _)| k.to_string_lossy().starts_with("DKMS_TRIGGER_TEST_")))
         .output()
         .unwrap_or_else(|e| panic!("cannot run {argv:?}: {e}"));
     assert!(
