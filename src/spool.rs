@@ -130,17 +130,28 @@ impl SpoolFile {
         for e in &self.entries {
             out.push_str("\n[[intent]]\n");
             if let Some(kind) = e.fields.get("kind") {
-                let _ = writeln!(out, "kind = {}", inline(kind));
+                out.push_str("kind = ");
+                inline(&mut out, kind);
+                out.push('\n');
             }
             for (k, v) in e.fields.iter().filter(|(k, _)| k.as_str() != "kind") {
-                let _ = writeln!(out, "{} = {}", key_repr(k), inline(v));
+                key_repr(&mut out, k);
+                out.push_str(" = ");
+                inline(&mut out, v);
+                out.push('\n');
             }
             let _ = writeln!(out, "first = {}", clock::rfc3339(e.first_ms));
             let _ = writeln!(out, "last = {}", clock::rfc3339(e.last_ms));
             let _ = writeln!(out, "count = {}", e.count);
             let _ = writeln!(out, "seq = {}", e.seq);
-            let sources: Vec<toml::Value> = e.sources.iter().map(|s| s.as_str().into()).collect();
-            let _ = writeln!(out, "sources = {}", inline(&toml::Value::Array(sources)));
+            out.push_str("sources = [");
+            for (i, src) in e.sources.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                quote(&mut out, src);
+            }
+            out.push_str("]\n");
         }
         out
     }
@@ -232,19 +243,18 @@ impl Entry {
     }
 }
 
-/// A key as TOML: bare when possible, quoted otherwise (unknown future fields may need it).
-fn key_repr(k: &str) -> String {
+/// Appends a key as TOML: bare when possible, quoted otherwise (unknown future fields may need it).
+fn key_repr(out: &mut String, k: &str) {
     if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-        k.to_string()
+        out.push_str(k);
     } else {
-        quote(k)
+        quote(out, k);
     }
 }
 
-/// A TOML basic string: always double-quoted, `"` `\\` and control characters escaped, so that
-/// the fast parser can read back everything `render` writes.
-fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
+/// Appends a TOML basic string: always double-quoted, `"` `\\` and control characters escaped, so
+/// that the fast parser can read back everything `render` writes.
+fn quote(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {
@@ -257,21 +267,38 @@ fn quote(s: &str) -> String {
         }
     }
     out.push('"');
-    out
 }
 
-/// A value as inline TOML (tables included, for fields of unknown future kinds).
-fn inline(v: &toml::Value) -> String {
+/// Appends a value as inline TOML (tables included, for fields of unknown future kinds). Written
+/// into the caller's buffer: `record` renders every pending intent on each call.
+fn inline(out: &mut String, v: &toml::Value) {
     match v {
         toml::Value::Table(t) => {
-            let parts: Vec<String> = t.iter().map(|(k, v)| format!("{} = {}", key_repr(k), inline(v))).collect();
-            format!("{{ {} }}", parts.join(", "))
+            out.push_str("{ ");
+            for (i, (k, v)) in t.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                key_repr(out, k);
+                out.push_str(" = ");
+                inline(out, v);
+            }
+            out.push_str(" }");
         }
         toml::Value::Array(a) => {
-            format!("[{}]", a.iter().map(inline).collect::<Vec<_>>().join(", "))
+            out.push('[');
+            for (i, v) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                inline(out, v);
+            }
+            out.push(']');
         }
-        toml::Value::String(s) => quote(s),
-        other => other.to_string(),
+        toml::Value::String(s) => quote(out, s),
+        other => {
+            let _ = write!(out, "{other}");
+        }
     }
 }
 
