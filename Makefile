@@ -36,7 +36,7 @@ deps:
 	tests/setup/install-deps.sh --rpm --pacman --chroot --deb
 
 bench: deps
-	$(CARGO) bench $(CARGO_FLAGS)
+	$(CARGO) bench --benches $(CARGO_FLAGS)
 
 # The try-it command: runs the tool's main job for real in a throwaway world (see README.md).
 demo: build

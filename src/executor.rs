@@ -132,6 +132,7 @@ pub fn execute(ctx: &Context, plan: &Plan, state: &mut State) -> Result<Summary>
     // Without a signing key, the first build generates it: let it run alone (dkms takes no lock).
     let mut key_gate = !signing_key_present(ctx.root);
     let dependents = dependents_count(plan);
+    let weight = source_sizes(ctx, plan);
 
     std::thread::scope(|scope| -> Result<()> {
         let (tx, rx) = mpsc::channel::<Done>();
@@ -201,13 +202,15 @@ pub fn execute(ctx: &Context, plan: &Plan, state: &mut State) -> Result<Summary>
                             && j.after.iter().all(|a| status.get(a) == Some(&Status::Finished(true)))
                     })
                     .max_by_key(|i| {
-                        // Long chains first: jobs others wait for, then modules with many kernels left.
+                        // Long chains first: jobs others wait for, then modules with many kernels
+                        // left, then the biggest sources, so that the last jobs, which run with
+                        // cores to spare, are short ones.
                         let j = &plan.jobs[*i];
                         let left = status
                             .iter()
                             .filter(|(x, s)| **s == Status::Waiting && plan.jobs[**x].module == j.module)
                             .count();
-                        (dependents[*i] * 2 + left, std::cmp::Reverse(*i))
+                        (dependents[*i] * 2 + left, weight[*i], std::cmp::Reverse(*i))
                     });
                 let Some(i) = ready else { break };
                 let j = &plan.jobs[i];
@@ -337,6 +340,36 @@ fn dependents_count(plan: &Plan) -> Vec<usize> {
         let _ = i;
     }
     count
+}
+
+/// Per job, the size in bytes of its module's source tree (a stand-in for its build time; 0 when
+/// unknown). Read once per module version; the trees are small, and nothing follows symlinks.
+fn source_sizes(ctx: &Context, plan: &Plan) -> Vec<u64> {
+    fn tree_size(dir: &Path, depth: usize) -> u64 {
+        let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+        entries
+            .flatten()
+            .map(|e| match e.file_type() {
+                Ok(t) if t.is_dir() && depth < 8 => tree_size(&e.path(), depth + 1),
+                Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
+                _ => 0,
+            })
+            .sum()
+    }
+    let mut sizes: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    plan.jobs
+        .iter()
+        .map(|j| {
+            *sizes.entry((&j.module, &j.version)).or_insert_with(|| {
+                ctx.inventory
+                    .modules
+                    .get(&(j.module.clone(), j.version.clone()))
+                    .and_then(|m| m.source.as_deref())
+                    .map(|src| tree_size(&ctx.root.path(src), 0))
+                    .unwrap_or(0)
+            })
+        })
+        .collect()
 }
 
 fn signing_key_present(root: &Root) -> bool {
