@@ -757,7 +757,7 @@ fn kernel_hook_outside_dpkg_records_and_finalizes_at_once_quietly() {
 }
 
 #[test]
-fn noop_trigger_run_is_cheap_and_silent() {
+fn noop_trigger_run_is_silent_and_builds_nothing() {
     let _cleanup = Cleanup::guard();
     let stage = Stage::child(&s1().stage, "noop");
     let n = stage.builds().len();
@@ -774,8 +774,8 @@ fn noop_trigger_run_is_cheap_and_silent() {
     assert!(noise.is_empty(), "a no-op trigger run prints nothing: {}", o.show());
     let mut sorted = ms.clone();
     sorted.sort();
+    // The cost is printed for docs/debian.md, not asserted: timings belong to measurements.
     eprintln!("deb_e2e: no-op trigger run (postinst triggered /usr/src), ms: {ms:?}, median {}", sorted[2]);
-    assert!(sorted[2] < 3000, "median {} ms", sorted[2]);
     // Through dpkg: a package that only drops a file under /usr/src.
     let o = stage.sh(
         "mkdir -p /tmp/p/DEBIAN /tmp/p/usr/src/noop-doc && echo hi >/tmp/p/usr/src/noop-doc/README
