@@ -69,29 +69,27 @@ impl Root {
         let target = self.path(rel);
         let parent = target.parent().expect("private dir has a parent");
         self.ensure_parent_inside(parent)?;
-        match fs::symlink_metadata(&target) {
-            Ok(md) if md.file_type().is_symlink() => {
-                return Err(Failure::err(
-                    Code::Unsafe,
-                    format!("{} is a symlink; refusing to write through it", target.display()),
-                ))
-            }
-            Ok(md) if !md.is_dir() => {
-                return Err(Failure::err(Code::Unsafe, format!("{} exists and is not a directory", target.display())))
-            }
-            Ok(md) => {
-                if md.permissions().mode() & 0o7777 != 0o700 && md.uid() == nix::unistd::geteuid().as_raw() {
-                    fs::set_permissions(&target, fs::Permissions::from_mode(0o700))
-                        .with_context(|| format!("setting mode 0700 on {}", target.display()))?;
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                fs::DirBuilder::new()
-                    .mode(0o700)
-                    .create(&target)
-                    .with_context(|| format!("creating {}", target.display()))?;
-            }
-            Err(e) => return Err(e).with_context(|| format!("inspecting {}", target.display())),
+        // Create first and inspect on EEXIST: hooks run concurrently, and a check-then-create
+        // lets two of them race for the first creation (one would fail with "File exists").
+        // mkdir never follows a symlink, so one in the way is caught by the inspection.
+        match fs::DirBuilder::new().mode(0o700).create(&target) {
+            Ok(()) => return Ok(target),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).with_context(|| format!("creating {}", target.display())),
+        }
+        let md = fs::symlink_metadata(&target).with_context(|| format!("inspecting {}", target.display()))?;
+        if md.file_type().is_symlink() {
+            return Err(Failure::err(
+                Code::Unsafe,
+                format!("{} is a symlink; refusing to write through it", target.display()),
+            ));
+        }
+        if !md.is_dir() {
+            return Err(Failure::err(Code::Unsafe, format!("{} exists and is not a directory", target.display())));
+        }
+        if md.permissions().mode() & 0o7777 != 0o700 && md.uid() == nix::unistd::geteuid().as_raw() {
+            fs::set_permissions(&target, fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("setting mode 0700 on {}", target.display()))?;
         }
         Ok(target)
     }
@@ -219,6 +217,22 @@ pub fn require_root(what: &str) -> Result<()> {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn concurrent_first_creation_of_a_private_dir_succeeds_everywhere() {
+        // Many hooks may record at once on a fresh system: every one must get the directory.
+        for _ in 0..50 {
+            let t = tempfile::tempdir().unwrap();
+            let r = Root { dir: t.path().to_path_buf() };
+            let results: Vec<bool> = std::thread::scope(|sc| {
+                let handles: Vec<_> = (0..8).map(|_| sc.spawn(|| r.private_dir("var/lib/x").is_ok())).collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            assert!(results.iter().all(|ok| *ok), "{results:?}");
+            let md = fs::symlink_metadata(t.path().join("var/lib/x")).unwrap();
+            assert!(md.is_dir() && md.permissions().mode() & 0o777 == 0o700);
+        }
+    }
 
     #[test]
     fn path_joins_relative_and_strips_leading_slash() {
