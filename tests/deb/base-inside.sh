@@ -16,26 +16,11 @@ Dpkg::Use-Pty "false";
 quiet "1";
 EOT
 
-flavour=$(dpkg --print-architecture)
-# The same rule as tests/setup/install-deps.sh: linux-headers-6.1.0-56-amd64, never -cloud-, -rt-
-# or the +debNN backport/security series names, with an installable candidate.
-re="^linux-headers-[0-9]+\\.[0-9]+(\\.[0-9]+)?-[0-9][0-9.]*-${flavour}\$"
-cands=$(apt-cache policy "$re" 2>/dev/null | awk '
-    /^[^ ]/ { pkg = $1; sub(/:$/, "", pkg); next }
-    /^  Candidate:/ { if ($2 != "(none)") print pkg }' | grep -E "$re" | sort -V -u)
-chosen=()
-while read -r pkg; do
-    [[ -n $pkg ]] || continue
-    if apt-get -s -qq install "$pkg" >/dev/null 2>&1; then
-        chosen+=("$pkg")
-    else
-        say "skipping $pkg: not installable"
-    fi
-    ((${#chosen[@]} < 2)) || break
-done < <(tac <<<"$cands")
-((${#chosen[@]} == 2)) || { say "error: fewer than two installable $re packages"; exit 1; }
-k2=${chosen[0]#linux-headers-}
-k1=${chosen[1]#linux-headers-}
+# tests/setup/newest-headers.sh, uploaded next to this script.
+mapfile -t chosen < <(bash /root/newest-headers.sh "$(dpkg --print-architecture)")
+((${#chosen[@]} == 2)) || { say "error: fewer than two installable linux-headers packages"; exit 1; }
+k1=${chosen[0]#linux-headers-}
+k2=${chosen[1]#linux-headers-}
 say "kernels: $k1 (installed) $k2 (downloaded)"
 
 apt-get install -y "linux-headers-$k1"

@@ -21,7 +21,7 @@ packages=dkms,gcc,make,libc6-dev,kmod
 say() { echo "tests/deb/base.sh: $*" >&2; }
 
 key=$({
-    cat "$here/base.sh" "$here/base-inside.sh"
+    cat "$here/base.sh" "$here/base-inside.sh" "$here/../setup/newest-headers.sh"
     echo "$mirror $security $suite $arch $packages"
 } | sha256sum | cut -c1-16)
 out=$cache/base-$key.tar.zst
@@ -41,8 +41,9 @@ start=$SECONDS
 mmdebstrap --mode=root --variant=apt --format=tar --include="$packages" \
     --skip=cleanup/apt \
     --customize-hook="upload $here/base-inside.sh /root/base-inside.sh" \
+    --customize-hook="upload $here/../setup/newest-headers.sh /root/newest-headers.sh" \
     --customize-hook='chroot "$1" bash /root/base-inside.sh' \
-    --customize-hook='rm -f "$1/root/base-inside.sh"' \
+    --customize-hook='rm -f "$1/root/base-inside.sh" "$1/root/newest-headers.sh"' \
     "$suite" "$tmp" \
     "deb $mirror $suite main" "deb $mirror $suite-updates main" "deb $security $suite-security main" >&2
 mv "$tmp" "$out"

@@ -30,7 +30,7 @@ arch=$(dpkg --print-architecture)
 packages=dkms,gcc,make,libc6-dev,kmod,systemd
 
 key=$({
-    cat "$here/base.sh" "$here/base-inside.sh"
+    cat "$here/base.sh" "$here/base-inside.sh" "$here/../setup/newest-headers.sh"
     echo "$mirror $security $suite $arch $packages"
 } | sha256sum | cut -c1-16)
 out=$cache/pm-root-$key
@@ -54,8 +54,9 @@ start=$SECONDS
 mmdebstrap --mode=root --variant=apt --format=directory --include="$packages" \
     --aptopt='APT::Install-Recommends "false"' --aptopt='Acquire::Retries "3"' \
     --customize-hook="upload $here/base-inside.sh /root/base-inside.sh" \
+    --customize-hook="upload $here/../setup/newest-headers.sh /root/newest-headers.sh" \
     --customize-hook='chroot "$1" bash /root/base-inside.sh' \
-    --customize-hook='rm -f "$1/root/base-inside.sh"' \
+    --customize-hook='rm -f "$1/root/base-inside.sh" "$1/root/newest-headers.sh"' \
     "$suite" "$tmp" \
     "deb $mirror $suite main" "deb $mirror $suite-updates main" "deb $security $suite-security main" >&2
 mv "$tmp" "$out"

@@ -55,10 +55,6 @@ if [[ -z $flavour ]]; then
         *) flavour=$(dpkg --print-architecture) ;; # Debian names the flavour after the arch: amd64
     esac
 fi
-# Debian: linux-headers-6.1.0-56-amd64; Ubuntu: linux-headers-6.8.0-45-generic. The ABI part is
-# digits, dots and dashes only, which keeps out -cloud-amd64, -rt-amd64 and meta packages.
-header_re="^linux-headers-[0-9]+\\.[0-9]+(\\.[0-9]+)?-[0-9][0-9.]*-${flavour}\$"
-
 installed() { # PKG: installed and configured
     [[ $(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null) == "ii"* ]]
 }
@@ -81,34 +77,9 @@ apt_update() {
     updated=1
 }
 
-# Header packages of our flavour that apt can install (a candidate version exists) or that are
-# already installed (a mirror may have dropped them; they still work), version-sorted, newest last.
-# One `apt-cache policy` call with a regex: each apt-cache run costs a second or more where apt keeps
-# no binary cache (containers).
-header_candidates() {
-    apt-cache policy "$header_re" 2>/dev/null | awk '
-        /^[^ ]/ { pkg = $1; sub(/:$/, "", pkg); next }
-        /^  Installed:/ { inst = $2; next }
-        /^  Candidate:/ { if ($2 != "(none)" || inst != "(none)") print pkg }' |
-        grep -E "$header_re" | sort -V -u || true
-}
-
-# The two newest usable header packages (oldest first).
+# The two newest usable header packages (oldest first): the rule shared with the test chroots.
 choose_headers() {
-    local cands chosen=() pkg
-    cands=$(header_candidates)
-    # Newest first; skip packages that apt cannot actually install (broken dependencies).
-    while read -r pkg; do
-        [[ -n $pkg ]] || continue
-        if installed "$pkg" || apt-get -s -qq install --no-install-recommends "$pkg" >/dev/null 2>&1; then
-            chosen+=("$pkg")
-        else
-            say "skipping $pkg: not installable"
-        fi
-        ((${#chosen[@]} < 2)) || break
-    done < <(tac <<<"$cands")
-    ((${#chosen[@]} == 2)) || return 1
-    printf '%s\n' "${chosen[1]}" "${chosen[0]}"
+    "$(dirname "$0")/newest-headers.sh" "$flavour"
 }
 
 lists_present || apt_update
