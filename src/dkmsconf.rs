@@ -46,6 +46,28 @@ pub struct ConfValues {
     pub excluded: Option<String>,
 }
 
+#[cfg(test)]
+impl ConfValues {
+    /// Test fixtures: only PACKAGE_NAME and PACKAGE_VERSION set, AUTOINSTALL=yes, nothing excluded.
+    pub fn named(name: &str, version: &str) -> ConfValues {
+        ConfValues {
+            package_name: name.into(),
+            package_version: version.into(),
+            autoinstall: Autoinstall::Yes,
+            build_depends: vec![],
+            build_exclusive_kernel: None,
+            build_exclusive_arch: None,
+            build_exclusive_config: None,
+            build_exclusive_kernel_min: None,
+            build_exclusive_kernel_max: None,
+            built_module_name: vec![],
+            dest_module_location: vec![],
+            no_weak_modules: false,
+            excluded: None,
+        }
+    }
+}
+
 /// The kernel-dependent variables dkms sets before sourcing dkms.conf.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelContext {

@@ -1,7 +1,6 @@
 //! Scans of fake roots built in temporary directories, and one read-only scan of the real system.
 
 use super::*;
-use crate::dkmsconf::Autoinstall;
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -132,21 +131,7 @@ const X86: &str = "CONFIG_X86_64=y\nCONFIG_64BIT=y\nCONFIG_CC_VERSION_TEXT=\"gcc
                    CONFIG_CC_IS_GCC=y\nCONFIG_GCC_VERSION=120200\n";
 
 fn values(name: &str, version: &str) -> ConfValues {
-    ConfValues {
-        package_name: name.into(),
-        package_version: version.into(),
-        autoinstall: Autoinstall::Yes,
-        build_depends: vec![],
-        build_exclusive_kernel: None,
-        build_exclusive_arch: None,
-        build_exclusive_config: None,
-        build_exclusive_kernel_min: None,
-        build_exclusive_kernel_max: None,
-        built_module_name: vec![],
-        dest_module_location: vec![],
-        no_weak_modules: false,
-        excluded: None,
-    }
+    ConfValues::named(name, version)
 }
 
 /// Stands in for bash: the last PACKAGE_NAME= / PACKAGE_VERSION= line wins, `$(echo X)` is X.

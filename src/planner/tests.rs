@@ -21,19 +21,9 @@ fn fp(parts: &[(&str, &str)], newest: u64) -> Fingerprint {
 
 fn conf(name: &str, version: &str) -> ConfValues {
     ConfValues {
-        package_name: name.into(),
-        package_version: version.into(),
-        autoinstall: Autoinstall::Yes,
-        build_depends: vec![],
-        build_exclusive_kernel: None,
-        build_exclusive_arch: None,
-        build_exclusive_config: None,
-        build_exclusive_kernel_min: None,
-        build_exclusive_kernel_max: None,
         built_module_name: vec![name.into()],
         dest_module_location: vec!["/updates/dkms".into()],
-        no_weak_modules: false,
-        excluded: None,
+        ..ConfValues::named(name, version)
     }
 }
 
