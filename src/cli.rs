@@ -274,9 +274,7 @@ fn run(cli: &Cli) -> Result<Code> {
             root::require_root("record")?;
             let intent = args.kind.intent();
             log::debug!("recording {intent} (source {:?})", args.source);
-            for w in spool::record(&root, &[intent], args.source.as_deref())? {
-                ui::warn(w);
-            }
+            spool::record(&root, &[intent], args.source.as_deref())?;
             Ok(Code::Ok)
         }
         Command::Spool(args) => match &args.action {
@@ -289,11 +287,7 @@ fn run(cli: &Cli) -> Result<Code> {
                     ));
                 }
                 root::require_root("spool clear")?;
-                let mut locked = spool::lock(&root)?;
-                let mut s = locked.load()?;
-                let dropped = s.entries.len();
-                s.entries.clear();
-                locked.store(&s)?;
+                let dropped = spool::update(&root, |s| std::mem::take(&mut s.entries).len())?;
                 ui::info(format!("dropped {dropped} pending intent(s)"));
                 Ok(Code::Ok)
             }
@@ -353,9 +347,7 @@ fn run(cli: &Cli) -> Result<Code> {
             } else {
                 let intents = touched.intents(*op == PathOp::Upgrade);
                 if !intents.is_empty() {
-                    for w in spool::record(&root, &intents, source.as_deref())? {
-                        ui::warn(w);
-                    }
+                    spool::record(&root, &intents, source.as_deref())?;
                 }
             }
             Ok(Code::Ok)

@@ -320,8 +320,8 @@ impl Loaded {
 }
 
 /// Parses one configuration file into a table; errors carry exit code 2 and the file name.
-fn parse_file(path: &Path) -> Result<Option<toml::Table>> {
-    let text = match std::fs::read_to_string(path) {
+fn parse_file(reader: &Root, path: &Path) -> Result<Option<toml::Table>> {
+    let text = match reader.read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Failure::err(Code::Usage, format!("{}: {e}", path.display()))),
@@ -335,28 +335,32 @@ fn parse_file(path: &Path) -> Result<Option<toml::Table>> {
 /// (optional), then ROOT/etc/dkms-trigger/config.d/*.toml in lexical order.
 pub fn load(root: &Root, explicit: Option<&Path>) -> Result<Loaded> {
     let mut loaded = Loaded::new();
+    // A file named with --config is the caller's, wherever it is; the rest is the root's.
+    let host = Root::host();
     let main = match explicit {
-        Some(p) => {
-            if !p.is_file() {
-                return Err(Failure::err(Code::Usage, format!("--config {}: no such file", p.display())));
+        Some(given) => {
+            let p = std::path::absolute(given)
+                .map_err(|e| Failure::err(Code::Usage, format!("--config {}: {e}", given.display())))?;
+            if !host.is_file(&p) {
+                return Err(Failure::err(Code::Usage, format!("--config {}: no such file", given.display())));
             }
-            p.to_path_buf()
+            (&host, p)
         }
-        None => root.path(paths::CONFIG_FILE),
+        None => (root, root.path(paths::CONFIG_FILE)),
     };
     let mut files = vec![main];
     let dropins = root.path(paths::CONFIG_DROPIN_DIR);
-    if let Ok(rd) = std::fs::read_dir(&dropins) {
-        let mut names: Vec<PathBuf> = rd
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
-            .collect();
-        names.sort();
-        files.extend(names);
+    if let Ok(names) = root.list(&dropins) {
+        files.extend(
+            names
+                .into_iter()
+                .map(|n| dropins.join(n))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml") && root.is_file(p))
+                .map(|p| (root, p)),
+        );
     }
-    for file in files {
-        if let Some(table) = parse_file(&file)? {
+    for (reader, file) in files {
+        if let Some(table) = parse_file(reader, &file)? {
             loaded.apply(&table, &file)?;
             loaded.files.push(file);
         }

@@ -3,20 +3,21 @@
 
 mod dkms_tree;
 pub(crate) mod kernels;
+mod prints;
 pub(crate) mod resolve;
 mod sources;
 mod weak;
 
 use crate::config::Config;
 use crate::dkmsconf::{ConfValues, Evaluated, KernelContext, Options, Request};
-use crate::fingerprint::{self, Fingerprint, KernelCache, Overrides, SourceDigest};
-use crate::paths::{DKMS_ETC, DKMS_TREE, MODULE_DIRS, OS_RELEASE, SOURCE_TREE};
+use crate::fingerprint::{Fingerprint, SourceDigest};
+use crate::paths::{DKMS_ETC, DKMS_SIGNING_KEY, DKMS_TREE, MODULE_DIRS, OS_RELEASE, SOURCE_TREE};
 use crate::root::Root;
 use crate::validate::{check, What};
+use prints::{KernelCache, Overrides};
 use resolve::{relative, resolve};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashSet};
-use std::fs;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -32,6 +33,8 @@ pub struct Inventory {
     pub running_kernel: Option<String>,
     /// The installed dkms's version ("3.0.10"), read from the dkms script; None if not found.
     pub dkms_version: Option<String>,
+    /// dkms's signing key pair exists (without it, the first signed build generates it).
+    pub signing_key: bool,
     pub modules: BTreeMap<ModKey, Module>,
     /// Things noticed while scanning that do not stop anything (a dangling build link...).
     pub notes: Vec<String>,
@@ -80,6 +83,8 @@ pub struct Module {
     /// Fingerprint of the module-side inputs per kernel (source tree, /etc/dkms overrides), for
     /// every kernel with headers; empty for a broken module.
     pub prints: BTreeMap<String, Fingerprint>,
+    /// Bytes in the source tree's files: a stand-in for the build's cost when scheduling.
+    pub source_bytes: u64,
 }
 
 /// dkms's on-disk state of one (module, version, kernel, arch).
@@ -163,7 +168,28 @@ pub fn scan_with(root: &Root, config: &Config, evaluate: Evaluator<'_>) -> anyho
     }
 
     let running_kernel = Some(release).filter(|r| root.is_host() && kernels.contains_key(r));
-    Ok(Inventory { kernels, running_kernel, dkms_version, modules, notes })
+    let signing_key = DKMS_SIGNING_KEY.iter().all(|p| root.exists(p));
+    Ok(Inventory { kernels, running_kernel, dkms_version, signing_key, modules, notes })
+}
+
+/// A module version registered with dkms and the builds dkms has of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub name: String,
+    pub version: String,
+    /// By (kernel, arch).
+    pub builds: BTreeMap<(String, String), Build>,
+    /// Every (kernel, arch) with a build directory, complete or not (an interrupted build too).
+    pub present: BTreeSet<(String, String)>,
+}
+
+/// What dkms's own tree holds, without evaluating anything: what the removals act on.
+pub fn registrations(root: &Root) -> anyhow::Result<Vec<Registration>> {
+    let mut notes = Vec::new();
+    Ok(dkms_tree::scan(root, &mut notes)?
+        .into_iter()
+        .map(|r| Registration { name: r.name, version: r.version, builds: r.builds, present: r.present })
+        .collect())
 }
 
 /// A module while it is being scanned.
@@ -191,6 +217,7 @@ impl Draft {
                 weak: BTreeMap::new(),
                 conf: None,
                 prints: BTreeMap::new(),
+                source_bytes: 0,
             },
             source_dir: None,
             dir_name: None,
@@ -202,7 +229,7 @@ impl Draft {
     /// Walks the source tree once: for the trust check and for the `source` fingerprint.
     fn read_source(&mut self, root: &Root, config: &Config) {
         let Some(dir) = self.source_dir.as_ref().filter(|_| self.module.broken.is_none()) else { return };
-        match fingerprint::walk(dir) {
+        match prints::walk(root, dir) {
             Ok(entries) => {
                 if !config.allow_untrusted_sources {
                     if let Some(why) = sources::distrust(root, dir, &entries) {
@@ -211,6 +238,7 @@ impl Draft {
                     }
                 }
                 self.source_print = Some(SourceDigest::of(&entries));
+                self.module.source_bytes = entries.iter().filter(|e| e.md.is_file()).map(|e| e.md.len()).sum();
             }
             Err(e) => self.module.broken = Some(format!("cannot read {}: {e}", relative(root, dir))),
         }
@@ -280,6 +308,7 @@ fn evaluate_modules(
         })
         .collect();
     let opts = Options {
+        root: root.clone(),
         dkms_tree: root.path(DKMS_TREE),
         source_tree: root.path(SOURCE_TREE),
         install_tree: root.path(install_tree(root)),
@@ -353,23 +382,22 @@ fn evaluate_modules(
 
 /// The modules tree dkms installs into (`install_tree`): the first of MODULE_DIRS that exists.
 fn install_tree(root: &Root) -> &'static str {
-    MODULE_DIRS.into_iter().find(|d| resolve(root, Path::new(d)).is_ok_and(|p| p.is_dir())).unwrap_or(MODULE_DIRS[0])
+    MODULE_DIRS
+        .into_iter()
+        .find(|d| resolve(root, Path::new(d)).is_ok_and(|p| root.is_dir(p)))
+        .unwrap_or(MODULE_DIRS[0])
 }
 
 /// Entry names of a directory, sorted (non-UTF-8 names lossily, so that they fail validation).
-fn sorted_names(dir: &Path) -> std::io::Result<Vec<String>> {
-    let mut names: Vec<String> = fs::read_dir(dir)?
-        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
-        .collect::<Result<_, _>>()?;
-    names.sort();
-    Ok(names)
+fn sorted_names(root: &Root, dir: &Path) -> std::io::Result<Vec<String>> {
+    Ok(root.list(dir)?.into_iter().map(|n| n.to_string_lossy().into_owned()).collect())
 }
 
 /// The installed dkms's version, read from its script under the root.
 fn dkms_version(root: &Root) -> Option<String> {
     DKMS_SCRIPTS.iter().find_map(|p| {
         let path = resolve(root, Path::new(p)).ok()?;
-        parse_dkms_version(&String::from_utf8_lossy(&fs::read(path).ok()?))
+        parse_dkms_version(&String::from_utf8_lossy(&root.read(path).ok()?))
     })
 }
 

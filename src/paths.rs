@@ -30,3 +30,10 @@ pub const SOURCE_TREE: &str = "usr/src";
 pub const DKMS_ETC: &str = "etc/dkms";
 /// The distribution identification dkms reads (`running_distribution`).
 pub const OS_RELEASE: &str = "etc/os-release";
+
+/// Initramfs tools, by which one a system has (`backend/initramfs.rs`).
+pub const MKINITCPIO: &str = "usr/bin/mkinitcpio";
+pub const UPDATE_INITRAMFS: &str = "usr/sbin/update-initramfs";
+pub const DRACUT: [&str; 2] = ["usr/bin/dracut", "usr/sbin/dracut"];
+/// dkms's module signing key pair (its first signed build generates them).
+pub const DKMS_SIGNING_KEY: [&str; 2] = ["var/lib/dkms/mok.key", "var/lib/dkms/mok.pub"];

@@ -4,6 +4,7 @@
 
 use crate::fingerprint::Fingerprint;
 use crate::intent::Intent;
+use crate::state::PairKey;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -95,6 +96,16 @@ impl Job {
     /// `M/V`.
     pub fn module_version(&self) -> String {
         format!("{}/{}", self.module, self.version)
+    }
+
+    /// The pair's identity in the state.
+    pub fn key(&self) -> PairKey {
+        PairKey {
+            module: self.module.clone(),
+            version: self.version.clone(),
+            kernel: self.kernel.clone(),
+            arch: self.arch.clone(),
+        }
     }
 }
 

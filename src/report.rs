@@ -1,14 +1,11 @@
-//! Human and JSON renderings of what the tool knows: the pending spool (and, later, plan and status).
+//! Human and JSON renderings of what the tool knows: the pending spool, the plan and the status.
 
 use crate::clock;
 use crate::config::Config;
 use crate::exit::Code;
-use crate::intent::Intent;
-use crate::inventory;
-use crate::planner;
+use crate::pipeline;
 use crate::root::Root;
 use crate::spool::{self, SpoolFile};
-use crate::state::State;
 use crate::status;
 use crate::ui;
 use anyhow::Result;
@@ -90,56 +87,38 @@ pub fn spool_json(spool: &SpoolFile, problem: Option<&str>) -> serde_json::Value
 
 /// `dkms-trigger plan [--rescan] [--json]`: what a finalize would do now. Read-only.
 pub fn print_plan(root: &Root, config: &Config, rescan: bool, retry_failed: bool, as_json: bool) -> Result<Code> {
-    let (spool, problem) = spool::read(root)?;
-    if let Some(p) = problem {
-        ui::warn(format!("the spool is unreadable ({p}); the next finalize moves it aside and rescans"));
-    }
-    let mut intents: Vec<Intent> = spool.intents().map(|(_, i)| i).collect();
-    if rescan {
-        intents.push(Intent::Rescan);
-    }
-    let state = State::load(root, false)?;
-    let inv = inventory::scan(root, config)?;
-    let plan =
-        planner::plan(&planner::Input { intents: &intents, inventory: &inv, state: &state, config, retry_failed });
+    let p = pipeline::preview(root, config, rescan, retry_failed)?;
     if as_json {
         let doc = json!({
             "version": JSON_VERSION,
-            "intents": intents.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
-            "plan": plan,
+            "intents": p.intents.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
+            "plan": p.plan,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
-        if intents.is_empty() {
+        if p.intents.is_empty() {
             println!("no pending intents (use --rescan to plan a full reconcile)");
         }
-        print!("{plan}");
+        print!("{}", p.plan);
     }
     Ok(Code::Ok)
 }
 
 /// `dkms-trigger status [--json]`: the module x kernel table. Read-only.
 pub fn print_status(root: &Root, config: &Config, as_json: bool) -> Result<Code> {
-    let (spool, _) = spool::read(root)?;
-    let intents: Vec<Intent> = spool.intents().map(|(_, i)| i).collect();
-    let state = State::load(root, false)?;
-    let inv = inventory::scan(root, config)?;
-    let pending = planner::plan(&planner::Input {
-        intents: &intents,
-        inventory: &inv,
-        state: &state,
-        config,
-        retry_failed: false,
-    });
-    let table = status::table(&inv, &state, &pending);
+    let p = pipeline::preview(root, config, false, false)?;
+    let table = status::table(&p.inventory, &p.state, &p.plan);
     if as_json {
         let doc =
-            json!({ "version": JSON_VERSION, "kernels": table.kernels, "modules": table.rows, "notes": pending.notes });
+            json!({ "version": JSON_VERSION, "kernels": table.kernels, "modules": table.rows, "notes": p.plan.notes });
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         print!("{table}");
-        if !intents.is_empty() {
-            println!("\n{} pending intent(s): run `dkms-trigger finalize` (or see `dkms-trigger plan`)", intents.len());
+        if !p.intents.is_empty() {
+            println!(
+                "\n{} pending intent(s): run `dkms-trigger finalize` (or see `dkms-trigger plan`)",
+                p.intents.len()
+            );
         }
     }
     Ok(Code::Ok)

@@ -1,16 +1,30 @@
-//! The root handle: every file the tool reads or writes is reached through a `Root` plus a relative
-//! path, and every write into the tool's own directories goes through the safe helpers here.
+//! The root handle, the one door to the filesystem: every file the tool reads, lists, stats or
+//! writes is reached through a `Root` (`--root`, default `/`), and every write into the tool's own
+//! directories goes through the safe helpers here.
+//!
+//! Paths given to a `Root` are either relative to it (`var/lib/dkms`, as spelled in `paths.rs`) or
+//! absolute host paths that lie inside it (what `path` and symlink resolution return); an absolute
+//! path outside the root is refused, so a stray host path cannot leak into a `--root` run.
+//! `std::fs` is denied everywhere else by clippy's `disallowed_methods` (clippy.toml).
 //!
 //! Writing is where a root-run tool gets hurt, so the helpers refuse a symlink where the tool's own
 //! directory or file must be, refuse parents that resolve outside the root, create directories 0700
 //! and files 0600, and replace files atomically (temp file, fsync, rename, fsync of the directory).
+#![allow(clippy::disallowed_methods)]
 
 use crate::exit::{Code, Failure};
 use anyhow::{Context, Result};
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::borrow::Cow;
+use std::ffi::OsString;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+
+/// File metadata and the types that go with it, re-exported so that the rest of the crate names
+/// them without reaching for `std::fs`.
+pub use std::fs::{File, FileType, Metadata};
+pub use std::os::unix::fs::{FileExt, MetadataExt};
 
 /// A filesystem root (`--root`, default `/`).
 #[derive(Debug, Clone)]
@@ -27,6 +41,12 @@ impl Root {
             return Err(Failure::err(Code::Usage, format!("--root {}: not a directory", dir.display())));
         }
         Ok(Root { dir: canonical })
+    }
+
+    /// The running system's `/`: for what belongs to the host whatever `--root` says (`/proc`, a
+    /// `--config` file named on the command line).
+    pub fn host() -> Root {
+        Root { dir: PathBuf::from("/") }
     }
 
     /// The root directory itself (canonical).
@@ -62,6 +82,135 @@ impl Root {
         Some(Path::new("/").join(rest))
     }
 
+    /// The host path for `p`: relative paths are joined onto the root; absolute ones must already
+    /// lie inside it (and contain no `..`, which could climb out).
+    fn at<'p>(&self, p: &'p Path) -> io::Result<Cow<'p, Path>> {
+        if !p.is_absolute() {
+            if p.components().any(|c| matches!(c, Component::ParentDir)) {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} climbs out", p.display())));
+            }
+            return Ok(Cow::Owned(self.path(p)));
+        }
+        if p.starts_with(&self.dir) && !p.components().any(|c| matches!(c, Component::ParentDir)) {
+            Ok(Cow::Borrowed(p))
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{} is outside the root {}", p.display(), self.dir.display()),
+            ))
+        }
+    }
+
+    // --- Reading -------------------------------------------------------------------------------
+
+    /// The whole file.
+    pub fn read(&self, p: impl AsRef<Path>) -> io::Result<Vec<u8>> {
+        fs::read(self.at(p.as_ref())?)
+    }
+
+    /// The whole file as UTF-8 text.
+    pub fn read_to_string(&self, p: impl AsRef<Path>) -> io::Result<String> {
+        fs::read_to_string(self.at(p.as_ref())?)
+    }
+
+    /// At most `max` bytes from the end of a file (all of it when shorter), without following a
+    /// final symlink. For the tails of logs whose size a build decides.
+    pub fn read_tail(&self, p: impl AsRef<Path>, max: u64) -> io::Result<Vec<u8>> {
+        let f = self.open_nofollow(p.as_ref())?;
+        read_tail_of(&f, 0, max)
+    }
+
+    /// Opens a file for reading without following a final symlink.
+    pub fn open_nofollow(&self, p: impl AsRef<Path>) -> io::Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(self.at(p.as_ref())?)
+    }
+
+    /// The entry names of a directory, sorted.
+    pub fn list(&self, p: impl AsRef<Path>) -> io::Result<Vec<OsString>> {
+        let mut names =
+            fs::read_dir(self.at(p.as_ref())?)?.map(|e| e.map(|e| e.file_name())).collect::<io::Result<Vec<_>>>()?;
+        names.sort();
+        Ok(names)
+    }
+
+    /// The entries of a directory with their types (symlinks not followed), sorted by name.
+    pub fn list_typed(&self, p: impl AsRef<Path>) -> io::Result<Vec<(OsString, FileType)>> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(self.at(p.as_ref())?)? {
+            let e = e?;
+            out.push((e.file_name(), e.file_type()?));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// Metadata, following symlinks.
+    pub fn stat(&self, p: impl AsRef<Path>) -> io::Result<Metadata> {
+        fs::metadata(self.at(p.as_ref())?)
+    }
+
+    /// Metadata of the entry itself (a symlink is not followed).
+    pub fn lstat(&self, p: impl AsRef<Path>) -> io::Result<Metadata> {
+        fs::symlink_metadata(self.at(p.as_ref())?)
+    }
+
+    /// A symlink's target, as written.
+    pub fn read_link(&self, p: impl AsRef<Path>) -> io::Result<PathBuf> {
+        fs::read_link(self.at(p.as_ref())?)
+    }
+
+    /// Something is there (following symlinks, as `test -e`).
+    pub fn exists(&self, p: impl AsRef<Path>) -> bool {
+        self.stat(p).is_ok()
+    }
+
+    /// A directory is there (following symlinks).
+    pub fn is_dir(&self, p: impl AsRef<Path>) -> bool {
+        self.stat(p).is_ok_and(|m| m.is_dir())
+    }
+
+    /// A regular file is there (following symlinks).
+    pub fn is_file(&self, p: impl AsRef<Path>) -> bool {
+        self.stat(p).is_ok_and(|m| m.is_file())
+    }
+
+    // --- Writing -------------------------------------------------------------------------------
+
+    /// Renames within the root (never across it).
+    pub fn rename(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
+        fs::rename(self.at(from.as_ref())?, self.at(to.as_ref())?)
+    }
+
+    /// Removes a file (or a symlink itself).
+    pub fn remove_file(&self, p: impl AsRef<Path>) -> io::Result<()> {
+        fs::remove_file(self.at(p.as_ref())?)
+    }
+
+    /// Removes a directory tree (symlinks inside are removed, not followed).
+    pub fn remove_dir_all(&self, p: impl AsRef<Path>) -> io::Result<()> {
+        fs::remove_dir_all(self.at(p.as_ref())?)
+    }
+
+    /// Creates one directory, mode 0700 (the parent must exist).
+    pub fn create_private_dir(&self, p: impl AsRef<Path>) -> io::Result<()> {
+        fs::DirBuilder::new().mode(0o700).create(self.at(p.as_ref())?)
+    }
+
+    /// Opens a log of ours for appending (and reading back its tail): created 0600, never through
+    /// a symlink.
+    pub fn open_append(&self, p: impl AsRef<Path>) -> io::Result<File> {
+        OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(self.at(p.as_ref())?)
+    }
+
     /// Makes sure `rel` is a real directory of ours: parents may be symlinks that stay inside the
     /// root (merged /usr), the directory itself may not be a symlink; created 0700 when missing and
     /// reset to 0700 otherwise (when we may). Returns its path.
@@ -74,7 +223,7 @@ impl Root {
         // mkdir never follows a symlink, so one in the way is caught by the inspection.
         match fs::DirBuilder::new().mode(0o700).create(&target) {
             Ok(()) => return Ok(target),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e).with_context(|| format!("creating {}", target.display())),
         }
         let md = fs::symlink_metadata(&target).with_context(|| format!("inspecting {}", target.display()))?;
@@ -128,75 +277,97 @@ impl Root {
         }
         Ok(())
     }
-}
 
-/// Fails with `Code::Unsafe` when `path` is a symlink (a missing path is fine).
-pub fn refuse_symlink(path: &Path) -> Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(md) if md.file_type().is_symlink() => {
-            Err(Failure::err(Code::Unsafe, format!("{} is a symlink; refusing to use it", path.display())))
+    /// Fails with `Code::Unsafe` when `p` is a symlink (a missing path is fine).
+    pub fn refuse_symlink(&self, p: impl AsRef<Path>) -> Result<()> {
+        let p = p.as_ref();
+        match self.lstat(p) {
+            Ok(md) if md.file_type().is_symlink() => {
+                Err(Failure::err(Code::Unsafe, format!("{} is a symlink; refusing to use it", p.display())))
+            }
+            _ => Ok(()),
         }
-        _ => Ok(()),
+    }
+
+    /// Opens (creating 0600) a lock file without following symlinks.
+    pub fn open_lock_file(&self, p: impl AsRef<Path>) -> Result<File> {
+        let path = p.as_ref();
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(self.at(path)?)
+            .map_err(|e| {
+                if e.raw_os_error() == Some(nix::libc::ELOOP) {
+                    Failure::err(Code::Unsafe, format!("{} is a symlink; refusing to use it", path.display()))
+                } else {
+                    anyhow::Error::new(e).context(format!("opening lock file {}", path.display()))
+                }
+            })
+    }
+
+    /// Reads a file of ours, refusing a symlink. `Ok(None)` when it does not exist.
+    pub fn read_private(&self, p: impl AsRef<Path>) -> Result<Option<Vec<u8>>> {
+        let path = p.as_ref();
+        let mut file = match self.open_nofollow(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+                return Err(Failure::err(Code::Unsafe, format!("{} is a symlink; refusing to use it", path.display())))
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let mut buf = Vec::new();
+        io::Read::read_to_end(&mut file, &mut buf).with_context(|| format!("reading {}", path.display()))?;
+        Ok(Some(buf))
+    }
+
+    /// Replaces `dir/name` with `data` atomically: a 0600 temp file in `dir`, fsync, rename over the
+    /// target (a symlink target is replaced, never followed), fsync of `dir`. A crash at any point
+    /// leaves either the old or the new content.
+    pub fn write_atomic(&self, dir: impl AsRef<Path>, name: &str, data: &[u8]) -> Result<()> {
+        let dir = self.at(dir.as_ref())?;
+        let target = dir.join(name);
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".tmp")
+            .tempfile_in(&dir)
+            .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+        tmp.write_all(data)
+            .and_then(|_| tmp.as_file().sync_all())
+            .with_context(|| format!("writing {}", target.display()))?;
+        tmp.persist(&target)
+            .map_err(|e| anyhow::Error::new(e.error))
+            .with_context(|| format!("replacing {}", target.display()))?;
+        self.sync_dir(&dir)
+    }
+
+    /// fsyncs a directory so a rename inside it is durable.
+    pub fn sync_dir(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let dir = dir.as_ref();
+        File::open(self.at(dir)?)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("syncing directory {}", dir.display()))
     }
 }
 
-/// Opens (creating 0600) a lock file without following symlinks.
-pub fn open_lock_file(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| {
-            if e.raw_os_error() == Some(nix::libc::ELOOP) {
-                Failure::err(Code::Unsafe, format!("{} is a symlink; refusing to use it", path.display()))
-            } else {
-                anyhow::Error::new(e).context(format!("opening lock file {}", path.display()))
-            }
-        })
-}
-
-/// Reads a file of ours, refusing a symlink. `Ok(None)` when it does not exist.
-pub fn read_private(path: &Path) -> Result<Option<Vec<u8>>> {
-    let file = OpenOptions::new().read(true).custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC).open(path);
-    let mut file = match file {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
-            return Err(Failure::err(Code::Unsafe, format!("{} is a symlink; refusing to use it", path.display())))
+/// At most `max` bytes from the end of an open file, starting no earlier than `from`.
+pub fn read_tail_of(f: &File, from: u64, max: u64) -> io::Result<Vec<u8>> {
+    let end = f.metadata()?.len();
+    let start = from.max(end.saturating_sub(max));
+    let mut buf = vec![0u8; end.saturating_sub(start) as usize];
+    let mut got = 0;
+    while got < buf.len() {
+        match f.read_at(&mut buf[got..], start + got as u64)? {
+            0 => break,
+            n => got += n,
         }
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    let mut buf = Vec::new();
-    std::io::Read::read_to_end(&mut file, &mut buf).with_context(|| format!("reading {}", path.display()))?;
-    Ok(Some(buf))
-}
-
-/// Replaces `dir/name` with `data` atomically: a 0600 temp file in `dir`, fsync, rename over the
-/// target (a symlink target is replaced, never followed), fsync of `dir`. A crash at any point
-/// leaves either the old or the new content.
-pub fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> Result<()> {
-    let target = dir.join(name);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    tmp.write_all(data)
-        .and_then(|_| tmp.as_file().sync_all())
-        .with_context(|| format!("writing {}", target.display()))?;
-    tmp.persist(&target)
-        .map_err(|e| anyhow::Error::new(e.error))
-        .with_context(|| format!("replacing {}", target.display()))?;
-    sync_dir(dir)
-}
-
-/// fsyncs a directory so a rename inside it is durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing directory {}", dir.display()))
+    }
+    buf.truncate(got);
+    Ok(buf)
 }
 
 /// True when the effective user is root.
@@ -244,9 +415,26 @@ mod tests {
     }
 
     #[test]
-    #[should_panic]
+    #[should_panic(expected = "climbs out of the root")]
     fn path_refuses_parent_components() {
         Root { dir: PathBuf::from("/r") }.path("var/../../etc");
+    }
+
+    #[test]
+    fn paths_outside_the_root_are_refused_by_every_door() {
+        let t = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("secret"), b"x").unwrap();
+        fs::write(t.path().join("mine"), b"y").unwrap();
+        let r = Root::open(t.path()).unwrap();
+        assert_eq!(r.read("mine").unwrap(), b"y", "relative paths are inside");
+        assert_eq!(r.read(r.path("mine")).unwrap(), b"y", "absolute paths inside are accepted");
+        let err = r.read(outside.path().join("secret")).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
+        let dotdot = r.path("x").join("..").join("..").join("etc");
+        assert!(r.stat(&dotdot).is_err(), "no climbing out with ..");
+        assert!(r.read("x/../../etc/passwd").is_err());
+        assert!(!r.exists(outside.path().join("secret")));
     }
 
     #[test]
@@ -277,8 +465,9 @@ mod tests {
     #[test]
     fn write_atomic_replaces_and_is_private() {
         let t = tempfile::tempdir().unwrap();
-        write_atomic(t.path(), "f", b"one").unwrap();
-        write_atomic(t.path(), "f", b"two").unwrap();
+        let r = Root::open(t.path()).unwrap();
+        r.write_atomic(r.dir(), "f", b"one").unwrap();
+        r.write_atomic(r.dir(), "f", b"two").unwrap();
         assert_eq!(fs::read(t.path().join("f")).unwrap(), b"two");
         assert_eq!(fs::metadata(t.path().join("f")).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(fs::read_dir(t.path()).unwrap().count(), 1, "no temp file left");
@@ -287,10 +476,23 @@ mod tests {
     #[test]
     fn read_private_refuses_symlink() {
         let t = tempfile::tempdir().unwrap();
+        let r = Root::open(t.path()).unwrap();
         fs::write(t.path().join("real"), b"x").unwrap();
-        symlink(t.path().join("real"), t.path().join("link")).unwrap();
-        assert!(read_private(&t.path().join("link")).is_err());
-        assert_eq!(read_private(&t.path().join("real")).unwrap().unwrap(), b"x");
-        assert!(read_private(&t.path().join("none")).unwrap().is_none());
+        symlink(r.path("real"), t.path().join("link")).unwrap();
+        assert!(r.read_private("link").is_err());
+        assert_eq!(r.read_private("real").unwrap().unwrap(), b"x");
+        assert!(r.read_private("none").unwrap().is_none());
+    }
+
+    #[test]
+    fn open_append_appends_and_refuses_symlinks() {
+        let t = tempfile::tempdir().unwrap();
+        let r = Root::open(t.path()).unwrap();
+        r.open_append("log").unwrap().write_all(b"one\n").unwrap();
+        r.open_append("log").unwrap().write_all(b"two\n").unwrap();
+        assert_eq!(fs::read(t.path().join("log")).unwrap(), b"one\ntwo\n", "append, never truncate");
+        symlink(r.path("log"), t.path().join("link")).unwrap();
+        assert!(r.open_append("link").is_err(), "O_NOFOLLOW");
+        assert_eq!(r.read_tail("log", 4).unwrap(), b"two\n");
     }
 }

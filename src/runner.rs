@@ -1,15 +1,15 @@
 //! The one way the tool runs other programs: argv logged, stdin from /dev/null, output appended to
 //! a log file, its own process group (so a timeout kills everything it started), and on failure an
-//! explanation carrying the argv, the exit status, the log's path and its last lines.
+//! explanation carrying the argv, the exit status, the log's path and its last lines. The only
+//! place that starts a process (clippy.toml denies `Command::new` elsewhere).
 
+use crate::root::{read_tail_of, File, Root};
 use anyhow::{Context, Result};
 use std::ffi::{OsStr, OsString};
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A command to run.
@@ -17,12 +17,50 @@ use std::time::{Duration, Instant};
 pub struct Cmd {
     argv: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
+    env_clear: bool,
     timeout: Option<Duration>,
+}
+
+/// A log file commands append to, opened through the root (created 0600, never via a symlink).
+#[derive(Debug)]
+pub struct Log {
+    file: File,
+    path: PathBuf,
+}
+
+impl Log {
+    /// Opens (creating) the log at `path`, a host path inside `root`.
+    pub fn open(root: &Root, path: impl AsRef<Path>) -> Result<Log> {
+        let path = path.as_ref();
+        let file = root.open_append(path).with_context(|| format!("opening log {}", path.display()))?;
+        Ok(Log { file, path: path.to_path_buf() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends a line of our own (a `# ...` note).
+    pub fn note(&self, line: &str) {
+        let _ = writeln!(&self.file, "{line}");
+    }
+
+    /// Appends raw bytes (a copy of another log).
+    pub fn append(&self, bytes: &[u8]) {
+        let _ = (&self.file).write_all(bytes);
+    }
+
+    fn try_clone(&self) -> Result<Log> {
+        Ok(Log {
+            file: self.file.try_clone().with_context(|| format!("reopening {}", self.path.display()))?,
+            path: self.path.clone(),
+        })
+    }
 }
 
 impl Cmd {
     pub fn new(program: impl AsRef<OsStr>) -> Cmd {
-        Cmd { argv: vec![program.as_ref().to_os_string()], env: Vec::new(), timeout: None }
+        Cmd { argv: vec![program.as_ref().to_os_string()], env: Vec::new(), env_clear: false, timeout: None }
     }
 
     pub fn arg(mut self, a: impl AsRef<OsStr>) -> Cmd {
@@ -37,6 +75,12 @@ impl Cmd {
 
     pub fn env(mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> Cmd {
         self.env.push((k.as_ref().to_os_string(), v.as_ref().to_os_string()));
+        self
+    }
+
+    /// Starts from an empty environment (only what `env` adds).
+    pub fn env_clear(mut self) -> Cmd {
+        self.env_clear = true;
         self
     }
 
@@ -61,20 +105,26 @@ impl Cmd {
             .join(" ")
     }
 
+    #[allow(clippy::disallowed_methods)] // this is the one place that starts programs
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.argv[0]);
+        cmd.args(&self.argv[1..]);
+        if self.env_clear {
+            cmd.env_clear();
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd
+    }
+
     /// Runs the command, appending a `$ argv` header and all its output to `log`. A command that
     /// cannot be started is an error; one that fails is a `Ran` with a non-zero status.
-    pub fn run(&self, log: &Path) -> Result<Ran> {
-        let mut file = open_log(log)?;
+    pub fn run(&self, log: &Log) -> Result<Ran> {
+        let mut file = &log.file;
         let start_offset = file.seek(SeekFrom::End(0)).unwrap_or(0);
-        writeln!(file, "$ {}", self.display()).with_context(|| format!("writing {}", log.display()))?;
+        writeln!(file, "$ {}", self.display()).with_context(|| format!("writing {}", log.path.display()))?;
         log::info!("running {}", self.display());
-        let mut cmd = Command::new(&self.argv[0]);
-        cmd.args(&self.argv[1..])
-            .stdin(Stdio::null())
-            .stdout(file.try_clone()?)
-            .stderr(file.try_clone()?)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .process_group(0);
+        let mut cmd = self.command();
+        cmd.stdin(Stdio::null()).stdout(log.file.try_clone()?).stderr(log.file.try_clone()?).process_group(0);
         let started = Instant::now();
         let mut child = cmd.spawn().with_context(|| format!("could not run {}", self.display()))?;
         let pid = child.id() as i32;
@@ -104,7 +154,23 @@ impl Cmd {
         };
         let _ = writeln!(file, "{note}");
         log::debug!("{} -> {note}", self.display());
-        Ok(Ran { command: self.display(), code, timed_out, duration, log: log.to_path_buf(), log_start: start_offset })
+        Ok(Ran { command: self.display(), code, timed_out, duration, log: log.try_clone()?, log_start: start_offset })
+    }
+
+    /// Runs the command with its output discarded and returns whether it succeeded (a program
+    /// that cannot be started counts as failing): for questions asked of a tool, like `grep -q`.
+    pub fn succeeds(&self) -> bool {
+        let mut cmd = self.command();
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
+        cmd.status().is_ok_and(|s| s.success())
+    }
+
+    /// Starts the command with piped stdin and stdout, stderr into `stderr`, in its own process
+    /// group (the caller kills the group when done): for programs the tool talks to while they run.
+    pub fn spawn_piped(&self, stderr: File) -> std::io::Result<Child> {
+        let mut cmd = self.command();
+        cmd.current_dir("/").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(stderr).process_group(0);
+        cmd.spawn()
     }
 }
 
@@ -137,25 +203,16 @@ fn kill_group(pgid: i32) {
     let _ = killpg(pg, Signal::SIGKILL);
 }
 
-fn open_log(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-        .open(path)
-        .with_context(|| format!("opening log {}", path.display()))
-}
-
 /// What a finished command did.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Ran {
     pub command: String,
     /// Exit code; None when killed by a signal.
     pub code: Option<i32>,
     pub timed_out: bool,
     pub duration: Duration,
-    pub log: PathBuf,
+    /// The log it wrote to.
+    pub log: Log,
     /// Where this command's output starts in the log.
     log_start: u64,
 }
@@ -167,13 +224,13 @@ impl Ran {
 
     /// This command's output (not the earlier commands' in the same log), at most `max` bytes from its end.
     pub fn output_tail(&self, max: usize) -> String {
-        let Ok(mut f) = File::open(&self.log) else { return String::new() };
-        let end = f.seek(SeekFrom::End(0)).unwrap_or(0);
-        let from = self.log_start.max(end.saturating_sub(max as u64));
-        let _ = f.seek(SeekFrom::Start(from));
-        let mut buf = Vec::new();
-        let _ = f.read_to_end(&mut buf);
+        let buf = read_tail_of(&self.log.file, self.log_start, max as u64).unwrap_or_default();
         String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    /// This command's whole output (for listings a caller parses).
+    pub fn output(&self) -> String {
+        self.output_tail(usize::MAX)
     }
 
     /// The last `n` non-empty output lines, without the runner's own `$`/`#` lines.
@@ -207,10 +264,14 @@ impl Ran {
 mod tests {
     use super::*;
 
+    fn log_in(t: &tempfile::TempDir, name: &str) -> Log {
+        Log::open(&Root::open(t.path()).unwrap(), name).unwrap()
+    }
+
     #[test]
     fn runs_logs_and_explains() {
         let t = tempfile::tempdir().unwrap();
-        let log = t.path().join("job.log");
+        let log = log_in(&t, "job.log");
         let ok = Cmd::new("sh").args(["-c", "echo hello; echo err >&2"]).run(&log).unwrap();
         assert!(ok.ok());
         let bad = Cmd::new("sh").args(["-c", "echo first; echo 'make: *** [x] Error 2'; exit 10"]).run(&log).unwrap();
@@ -218,14 +279,14 @@ mod tests {
         assert_eq!(bad.last_lines(1), vec!["make: *** [x] Error 2"]);
         assert!(bad.explain().contains("exited with status 10: first | make: *** [x] Error 2"), "{}", bad.explain());
         assert!(!bad.output_tail(1000).contains("hello"), "tail is this command's output only");
-        let text = std::fs::read_to_string(&log).unwrap();
+        let text = std::fs::read_to_string(t.path().join("job.log")).unwrap();
         assert!(text.contains("$ sh -c 'echo hello; echo err >&2'\nhello\nerr\n# exit status 0"), "{text}");
     }
 
     #[test]
     fn stdin_is_null() {
         let t = tempfile::tempdir().unwrap();
-        let r = Cmd::new("sh").args(["-c", "read x && echo got"]).run(&t.path().join("l")).unwrap();
+        let r = Cmd::new("sh").args(["-c", "read x && echo got"]).run(&log_in(&t, "l")).unwrap();
         assert_eq!(r.code, Some(1), "read sees end of file at once");
     }
 
@@ -234,8 +295,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let marker = t.path().join("survived");
         let script = format!("(sleep 3; touch {}) & sleep 30", marker.display());
-        let r =
-            Cmd::new("sh").args(["-c", &script]).timeout(Duration::from_millis(300)).run(&t.path().join("l")).unwrap();
+        let r = Cmd::new("sh").args(["-c", &script]).timeout(Duration::from_millis(300)).run(&log_in(&t, "l")).unwrap();
         assert!(r.timed_out && !r.ok());
         assert!(r.duration < Duration::from_secs(5));
         std::thread::sleep(Duration::from_millis(3500));
@@ -246,7 +306,7 @@ mod tests {
     #[test]
     fn missing_program_is_an_error_naming_it() {
         let t = tempfile::tempdir().unwrap();
-        let e = Cmd::new("/nonexistent/dkms").arg("status").run(&t.path().join("l")).unwrap_err();
+        let e = Cmd::new("/nonexistent/dkms").arg("status").run(&log_in(&t, "l")).unwrap_err();
         assert!(format!("{e:#}").contains("could not run /nonexistent/dkms status"));
     }
 }

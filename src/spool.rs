@@ -5,11 +5,11 @@ use crate::clock;
 use crate::exit::{Code, Failure};
 use crate::intent::Intent;
 use crate::paths;
-use crate::root::{self, Root};
+use crate::root::{File, Root};
+use crate::ui;
 use anyhow::{Context, Result};
 use fs2::FileExt;
 use std::fmt::Write as _;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 mod fast;
@@ -304,18 +304,17 @@ fn inline(out: &mut String, v: &toml::Value) {
 
 /// The spool held under its exclusive lock. Dropping it releases the lock.
 pub struct Locked {
+    root: Root,
     dir: PathBuf,
     _lock: File,
-    /// Warnings met while loading (a corrupt spool moved aside).
-    pub warnings: Vec<String>,
 }
 
 /// Takes the spool lock (blocking), creating the state directory if needed.
-pub fn lock(root: &Root) -> Result<Locked> {
+fn lock(root: &Root) -> Result<Locked> {
     let dir = root.private_dir(paths::STATE_DIR)?;
-    let lock = root::open_lock_file(&dir.join(paths::SPOOL_LOCK))?;
+    let lock = root.open_lock_file(dir.join(paths::SPOOL_LOCK))?;
     lock.lock_exclusive().with_context(|| format!("locking {}", dir.join(paths::SPOOL_LOCK).display()))?;
-    Ok(Locked { dir, _lock: lock, warnings: Vec::new() })
+    Ok(Locked { root: root.clone(), dir, _lock: lock })
 }
 
 impl Locked {
@@ -324,13 +323,13 @@ impl Locked {
     }
 
     /// Loads the spool for an update. An unreadable spool is renamed to `spool.toml.corrupt-<time>`
-    /// (or `.newer-<time>`), a warning is kept in `self.warnings`, and the returned spool holds a
-    /// rescan intent so the full reconcile finds whatever it held.
-    pub fn load(&mut self) -> Result<SpoolFile> {
+    /// (or `.newer-<time>`) with a warning, and the returned spool holds a rescan intent so the
+    /// full reconcile finds whatever it held; the flag says so (the spool must be stored again).
+    fn load(&mut self) -> Result<(SpoolFile, bool)> {
         self.remove_stale_temp_files();
         let path = self.file();
-        let bytes = match root::read_private(&path)? {
-            None => return Ok(SpoolFile::default()),
+        let bytes = match self.root.read_private(&path)? {
+            None => return Ok((SpoolFile::default(), false)),
             Some(b) => b,
         };
         let parsed = match String::from_utf8(bytes) {
@@ -338,7 +337,7 @@ impl Locked {
             Err(_) => Err(Unreadable::Corrupt("not UTF-8".into())),
         };
         match parsed {
-            Ok(s) => Ok(s),
+            Ok(s) => Ok((s, false)),
             Err(why) => {
                 let now = clock::now_ms();
                 let suffix = match why {
@@ -346,10 +345,11 @@ impl Locked {
                     Unreadable::Newer(_) => "newer",
                 };
                 let aside = self.dir.join(format!("{}.{suffix}-{}", paths::SPOOL_FILE, clock::compact(now)));
-                std::fs::rename(&path, &aside)
+                self.root
+                    .rename(&path, &aside)
                     .with_context(|| format!("moving unreadable {} aside", path.display()))?;
-                root::sync_dir(&self.dir)?;
-                self.warnings.push(format!(
+                self.root.sync_dir(&self.dir)?;
+                ui::warn(format!(
                     "{} was unusable ({why}); moved it to {} and scheduled a full rescan",
                     path.display(),
                     aside.display()
@@ -357,49 +357,68 @@ impl Locked {
                 let mut fresh = SpoolFile::default();
                 let note = format!("dkms-trigger: replaces unreadable spool {}", aside.display());
                 fresh.add(&Intent::Rescan, Some(&note), now);
-                Ok(fresh)
+                Ok((fresh, true))
             }
         }
     }
 
     /// Atomically replaces the spool with `spool`.
-    pub fn store(&self, spool: &SpoolFile) -> Result<()> {
-        root::write_atomic(&self.dir, paths::SPOOL_FILE, spool.render().as_bytes())
+    fn store(&self, spool: &SpoolFile) -> Result<()> {
+        self.root
+            .write_atomic(&self.dir, paths::SPOOL_FILE, spool.render().as_bytes())
             .map_err(|e| e.context(format!("cannot update the spool {}; it was left unchanged", self.file().display())))
     }
 
     /// Temp files of writers killed before their rename; safe to remove while we hold the lock.
     fn remove_stale_temp_files(&self) {
         let prefix = format!(".{}.", paths::SPOOL_FILE);
-        if let Ok(rd) = std::fs::read_dir(&self.dir) {
-            for e in rd.flatten() {
-                let name = e.file_name();
+        if let Ok(names) = self.root.list(&self.dir) {
+            for name in names {
                 let name = name.to_string_lossy();
                 if name.starts_with(&prefix) && name.ends_with(".tmp") {
-                    let _ = std::fs::remove_file(e.path());
+                    let _ = self.root.remove_file(self.dir.join(name.as_ref()));
                 }
             }
         }
     }
 }
 
-/// Records intents: lock, load, merge, store. The hot path of every hook.
-pub fn record(root: &Root, intents: &[Intent], source: Option<&str>) -> Result<Vec<String>> {
+/// Changes the spool under its lock: lock, load (replacing an unreadable spool), `change`, atomic
+/// store. Every writer goes through here.
+pub fn update<T>(root: &Root, change: impl FnOnce(&mut SpoolFile) -> T) -> Result<T> {
     let mut locked = lock(root)?;
-    let mut spool = locked.load()?;
-    let now = clock::now_ms();
-    for i in intents {
-        spool.add(i, source, now);
-    }
+    let (mut spool, _) = locked.load()?;
+    let out = change(&mut spool);
     locked.store(&spool)?;
-    Ok(std::mem::take(&mut locked.warnings))
+    Ok(out)
+}
+
+/// The spool's current content, read under its lock (a finalizer's snapshot): written back only
+/// when an unreadable spool had to be replaced.
+pub fn snapshot(root: &Root) -> Result<SpoolFile> {
+    let mut locked = lock(root)?;
+    let (spool, replaced) = locked.load()?;
+    if replaced {
+        locked.store(&spool)?;
+    }
+    Ok(spool)
+}
+
+/// Records intents: the hot path of every hook.
+pub fn record(root: &Root, intents: &[Intent], source: Option<&str>) -> Result<()> {
+    let now = clock::now_ms();
+    update(root, |spool| {
+        for i in intents {
+            spool.add(i, source, now);
+        }
+    })
 }
 
 /// Reads the spool without locking or changing anything (the file is replaced atomically, so a
 /// reader sees a whole version). An unreadable spool reads as empty plus the reason.
 pub fn read(root: &Root) -> Result<(SpoolFile, Option<Unreadable>)> {
     let path = spool_path(root);
-    let bytes = match root::read_private(&path) {
+    let bytes = match root.read_private(&path) {
         Ok(Some(b)) => b,
         Ok(None) => return Ok((SpoolFile::default(), None)),
         Err(e)
@@ -532,7 +551,9 @@ mod tests {
         let root = Root::open(t.path()).unwrap();
         let dir = root.private_dir(paths::STATE_DIR).unwrap();
         std::fs::write(dir.join(paths::SPOOL_FILE), "version = 1\n[[intent]\n").unwrap();
-        let warnings = record(&root, &[k("a1")], None).unwrap();
+        crate::ui::take_warnings();
+        record(&root, &[k("a1")], None).unwrap();
+        let warnings = crate::ui::take_warnings();
         assert_eq!(warnings.len(), 1);
         let aside: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()

@@ -4,8 +4,9 @@
 
 use crate::clock;
 use crate::fingerprint::Fingerprint;
+use crate::lock::FinalizeLock;
 use crate::paths;
-use crate::root::{self, Root};
+use crate::root::Root;
 use crate::ui;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -105,20 +106,29 @@ impl State {
         format!("# dkms-trigger state: the last result of every module/kernel pair. Written by dkms-trigger.\n{body}")
     }
 
-    /// Loads the state. A missing file is an empty state; an unreadable one is moved aside to
-    /// `state.toml.corrupt-<time>` (when `may_repair`) with a warning, and reads as empty: the state
-    /// only caches results and fingerprints, and dkms's own tree remains the truth.
-    pub fn load(root: &Root, may_repair: bool) -> Result<State> {
+    /// Reads the state for a report: a missing file is an empty state; an unreadable one reads as
+    /// empty with a warning, and is left where it is (the next finalize moves it aside).
+    pub fn read(root: &Root) -> Result<State> {
+        Self::load_from(root, None)
+    }
+
+    /// Loads the state to update it. An unreadable one is moved aside to
+    /// `state.toml.corrupt-<time>` with a warning, and reads as empty: the state only caches
+    /// results and fingerprints, and dkms's own tree remains the truth.
+    pub fn load(lock: &FinalizeLock) -> Result<State> {
+        Self::load_from(lock.root(), Some(lock))
+    }
+
+    fn load_from(root: &Root, lock: Option<&FinalizeLock>) -> Result<State> {
         let path = state_path(root);
-        let Some(bytes) = root::read_private(&path)? else { return Ok(State::default()) };
+        let Some(bytes) = root.read_private(&path)? else { return Ok(State::default()) };
         let parsed = String::from_utf8(bytes).map_err(|_| "not UTF-8".to_string()).and_then(|t| State::parse(&t));
-        match parsed {
-            Ok(s) => Ok(s),
-            Err(why) if may_repair => {
+        match (parsed, lock) {
+            (Ok(s), _) => Ok(s),
+            (Err(why), Some(_)) => {
                 let aside =
                     path.with_file_name(format!("{}.corrupt-{}", paths::STATE_FILE, clock::compact(clock::now_ms())));
-                std::fs::rename(&path, &aside)
-                    .with_context(|| format!("moving unreadable {} aside", path.display()))?;
+                root.rename(&path, &aside).with_context(|| format!("moving unreadable {} aside", path.display()))?;
                 ui::warn(format!(
                     "{} was unusable ({why}); moved it to {}; build results will be re-learned",
                     path.display(),
@@ -126,18 +136,24 @@ impl State {
                 ));
                 Ok(State::default())
             }
-            Err(why) => {
+            (Err(why), None) => {
                 ui::warn(format!("{} is unusable ({why}); showing results without it", path.display()));
                 Ok(State::default())
             }
         }
     }
 
-    /// Writes the state atomically (the caller holds the finalize lock).
-    pub fn store(&self, root: &Root) -> Result<()> {
+    /// Writes the state atomically; only the holder of the finalize lock can.
+    pub fn store(&self, lock: &FinalizeLock) -> Result<()> {
+        let root = lock.root();
         let dir = root.private_dir(paths::STATE_DIR)?;
-        root::write_atomic(&dir, paths::STATE_FILE, self.render().as_bytes())
+        root.write_atomic(&dir, paths::STATE_FILE, self.render().as_bytes())
             .map_err(|e| e.context(format!("cannot update {}; it was left unchanged", state_path(root).display())))
+    }
+
+    /// Records `state` for `key`.
+    pub fn set(&mut self, key: PairKey, state: PairState) {
+        self.pairs.insert(key, state);
     }
 
     /// The recorded state of a pair.
@@ -208,10 +224,13 @@ mod tests {
         let root = Root::open(t.path()).unwrap();
         let dir = root.private_dir(paths::STATE_DIR).unwrap();
         std::fs::write(dir.join(paths::STATE_FILE), "garbage = [").unwrap();
-        assert_eq!(State::load(&root, false).unwrap(), State::default());
+        assert_eq!(State::read(&root).unwrap(), State::default());
         assert!(dir.join(paths::STATE_FILE).exists(), "read-only load leaves it");
-        assert_eq!(State::load(&root, true).unwrap(), State::default());
+        let lock = FinalizeLock::take(&root, true).unwrap();
+        assert_eq!(State::load(&lock).unwrap(), State::default());
         assert!(!dir.join(paths::STATE_FILE).exists());
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        let names: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert!(names.iter().any(|n| n.starts_with("state.toml.corrupt-")), "{names:?}");
     }
 }

@@ -2,8 +2,9 @@
 //! transaction installs or removes; this decides which kernels, headers and module sources they are.
 
 use crate::intent::Intent;
+use crate::paths;
 use crate::root::Root;
-use crate::validate::{check, What};
+use crate::validate::{check, literal_assignment, split_source_dir, What};
 use std::collections::BTreeSet;
 
 /// What a list of paths touched.
@@ -74,32 +75,13 @@ fn anchor(rest: &[&str]) -> bool {
     matches!(rest, [] | ["Makefile"] | ["include"])
 }
 
-/// `usr/src/DIR` as (module, version): PACKAGE_NAME and PACKAGE_VERSION when dkms.conf assigns them
-/// literally and they spell DIR, else DIR split at the last `-` followed by a digit.
+/// `usr/src/DIR` as (module, version), by the one rule (`validate::split_source_dir`) with the
+/// literal PACKAGE_NAME of its dkms.conf as the hint.
 fn module_of(root: &Root, dir: &str) -> Option<(String, String)> {
     // "M-V" obeys the name rule whenever M and V do; checking first keeps `..` out of the path.
     check(What::ModuleName, dir).ok()?;
-    let text = std::fs::read_to_string(root.path(format!("usr/src/{dir}/dkms.conf"))).unwrap_or_default();
-    let literal = |key: &str| -> Option<String> {
-        text.lines().find_map(|l| {
-            let v = l.trim().strip_prefix(key)?.strip_prefix('=')?;
-            let v = v.trim().trim_matches(|c| c == '"' || c == '\'');
-            (!v.contains('$') && !v.is_empty()).then(|| v.to_string())
-        })
-    };
-    let from_conf = match (literal("PACKAGE_NAME"), literal("PACKAGE_VERSION")) {
-        (Some(n), Some(v)) if format!("{n}-{v}") == dir => Some((n, v)),
-        _ => None,
-    };
-    let (name, version) = from_conf.or_else(|| {
-        let at = dir
-            .char_indices()
-            .filter(|(i, c)| *c == '-' && dir[i + 1..].starts_with(|d: char| d.is_ascii_digit()))
-            .map(|(i, _)| i)
-            .next_back()?;
-        Some((dir[..at].to_string(), dir[at + 1..].to_string()))
-    })?;
-    (check(What::ModuleName, &name).is_ok() && check(What::ModuleVersion, &version).is_ok()).then_some((name, version))
+    let conf = root.read_to_string(format!("{}/{dir}/dkms.conf", paths::SOURCE_TREE)).unwrap_or_default();
+    split_source_dir(dir, literal_assignment(&conf, "PACKAGE_NAME").as_deref()).ok()
 }
 
 impl Touched {

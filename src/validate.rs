@@ -78,6 +78,46 @@ pub fn module_spec(s: &str, version_optional: bool) -> Result<(String, Option<St
     }
 }
 
+/// The one rule for splitting a module source directory's name (`usr/src/NAME-VERSION`) into a
+/// module name and version, before dkms.conf is evaluated (the evaluation has the last word): after
+/// `literal_name`, a literal PACKAGE_NAME read from its dkms.conf, when the directory starts with
+/// it; else at the first dash followed by a digit (`nvidia-fs-2.17.5`, `foo-1.0-2`: versions carry
+/// dashes more often than names carry a dash before a digit); else at the last dash. Both parts
+/// must pass `check`.
+pub fn split_source_dir(dir: &str, literal_name: Option<&str>) -> Result<(String, String), String> {
+    let at = |i: usize| (dir[..i].to_string(), dir[i + 1..].to_string());
+    let after_literal = literal_name
+        .and_then(|n| dir.strip_prefix(n))
+        .and_then(|r| r.strip_prefix('-'))
+        .filter(|v| !v.is_empty())
+        .map(|v| dir.len() - v.len() - 1);
+    let digit = || {
+        dir.match_indices('-')
+            .map(|(i, _)| i)
+            .find(|&i| i > 0 && dir[i + 1..].starts_with(|c: char| c.is_ascii_digit()))
+    };
+    let last = || dir.rfind('-').filter(|&i| i > 0 && i + 1 < dir.len());
+    let (name, version) = after_literal
+        .or_else(digit)
+        .or_else(last)
+        .map(at)
+        .ok_or_else(|| format!("{} is not of the form NAME-VERSION", shown(dir)))?;
+    check(What::ModuleName, &name)?;
+    check(What::ModuleVersion, &version)?;
+    Ok((name, version))
+}
+
+/// The value of a literal `KEY=value` assignment in a dkms.conf (quotes stripped), when it has no
+/// expansion, quoting or whitespace inside: a hint for `split_source_dir`, never a substitute
+/// for evaluating the file.
+pub fn literal_assignment(conf: &str, key: &str) -> Option<String> {
+    conf.lines().find_map(|l| {
+        let value = l.trim().strip_prefix(key)?.strip_prefix('=')?;
+        let value = value.trim_matches(|c| c == '"' || c == '\'');
+        (!value.is_empty() && !value.contains(['$', '`', '"', '\'', ' ', '\t'])).then(|| value.to_string())
+    })
+}
+
 /// A printable rendering of untrusted text: quoted, control characters escaped, cut at 64 chars.
 pub fn shown(s: &str) -> String {
     let mut out: String = s.chars().take(64).flat_map(char::escape_debug).collect();
@@ -99,6 +139,35 @@ fn describe(c: char) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn source_directories_split_by_one_rule() {
+        let s = |d: &str, n: Option<&str>| split_source_dir(d, n).map(|(a, b)| format!("{a}|{b}"));
+        let cases: &[(&str, Option<&str>, Result<&str, &str>)] = &[
+            ("nvidia-fs-2.17.5", None, Ok("nvidia-fs|2.17.5")),
+            ("zfs-2.1.11", None, Ok("zfs|2.1.11")),
+            ("foo-bar-1.0-2", None, Ok("foo-bar|1.0-2")),
+            ("v4l2-loop-git-abc", Some("v4l2-loop"), Ok("v4l2-loop|git-abc")),
+            ("a-1-b-2", Some("a-1-b"), Ok("a-1-b|2")),
+            ("zfs-rc-x", None, Ok("zfs-rc|x")),
+            ("nodash", None, Err("not of the form NAME-VERSION")),
+            ("-1.0", None, Err("not of the form")),
+            ("x-1..2", None, Err("contains '..'")),
+        ];
+        for (dir, literal, want) in cases {
+            match (s(dir, *literal), want) {
+                (Ok(got), Ok(w)) => assert_eq!(got, *w, "{dir}"),
+                (Err(got), Err(w)) => assert!(got.contains(w), "{dir}: {got}"),
+                (got, w) => panic!("{dir}: got {got:?}, want {w:?}"),
+            }
+        }
+        assert_eq!(
+            literal_assignment("# c\nPACKAGE_NAME=\"nvidia-fs\"\n", "PACKAGE_NAME").as_deref(),
+            Some("nvidia-fs")
+        );
+        assert_eq!(literal_assignment("PACKAGE_NAME=$(echo x)\n", "PACKAGE_NAME"), None);
+        assert_eq!(literal_assignment("PACKAGE_VERSION=1.0\n", "PACKAGE_NAME"), None);
+    }
 
     #[test]
     fn accepts_real_world_names() {

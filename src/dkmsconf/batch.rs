@@ -16,11 +16,12 @@
 //! `k<NAME>`, then `z<element 0>` when that is set, then one `v<value>` per element in index
 //! order. Bash strings cannot hold NUL, so nothing a conf prints or assigns can forge a token.
 
+use crate::root::File;
+use crate::runner::Cmd;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::os::unix::process::CommandExt;
-use std::process::{ChildStdout, Command, Stdio};
+use std::process::ChildStdout;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::time::Duration;
 
@@ -56,21 +57,16 @@ pub(super) fn run(input: &[u8], timeout: Duration, on_record: &mut dyn FnMut(Rec
         Ok(f) => f,
         Err(e) => return spawn_failed(e),
     };
+    // Its own group (spawn_piped), so that a timeout kills whatever the conf started too.
     let child = stderr.try_clone().and_then(|err| {
-        Command::new("bash")
+        Cmd::new("bash")
             .arg("-c")
             .arg(PROGRAM)
             .arg("dkms")
             .env_clear()
             .env("PATH", PATH)
             .env("LC_ALL", "C")
-            .current_dir("/")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(err)
-            // Its own group, so that a timeout kills whatever the conf started too.
-            .process_group(0)
-            .spawn()
+            .spawn_piped(err)
     });
     let mut child = match child {
         Ok(c) => c,
@@ -131,7 +127,7 @@ fn read_records(stdout: ChildStdout, tx: Sender<Record>) {
 }
 
 /// The last non-empty line of the (conf-written, so untrusted in size) stderr file.
-fn last_line(file: &mut std::fs::File) -> String {
+fn last_line(file: &mut File) -> String {
     const TAIL: u64 = 4096;
     let mut buf = Vec::new();
     let len = file.seek(SeekFrom::End(0)).unwrap_or(0);

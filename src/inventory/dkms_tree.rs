@@ -18,11 +18,10 @@
 use super::resolve::{relative, resolve, resolve_host};
 use super::Build;
 use crate::paths::{DKMS_TREE, SOURCE_TREE};
-use crate::root::Root;
+use crate::root::{FileType, Root};
 use crate::validate::{check, shown, What};
 use anyhow::Context;
-use std::collections::BTreeMap;
-use std::fs;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
@@ -40,6 +39,8 @@ pub(crate) struct Registered {
     pub builds: BTreeMap<(String, String), Build>,
     /// File names of the modules of each build (`foo.ko`, `foo.ko.xz`).
     pub kos: BTreeMap<(String, String), Vec<String>>,
+    /// Every (kernel, arch) with a `module` directory, complete or not: what a removal must undo.
+    pub present: BTreeSet<(String, String)>,
 }
 
 /// The module name of a module file (`foo` for `foo.ko.zst`), None for other files.
@@ -50,18 +51,18 @@ pub(crate) fn ko_stem(file_name: &str) -> Option<&str> {
 /// Every registered module version.
 pub(crate) fn scan(root: &Root, notes: &mut Vec<String>) -> anyhow::Result<Vec<Registered>> {
     let Ok(tree) = resolve(root, Path::new(DKMS_TREE)) else { return Ok(Vec::new()) };
-    if !tree.is_dir() {
+    if !root.is_dir(&tree) {
         return Ok(Vec::new());
     }
     let mut out = Vec::new();
     // mok.key, mok.pub and other files live here too.
-    for m in subdirs(&entries(&tree).with_context(|| format!("reading {}", tree.display()))?) {
+    for m in subdirs(&entries(root, &tree).with_context(|| format!("reading {}", tree.display()))?) {
         let mdir = tree.join(&m);
         if let Err(e) = check(What::ModuleName, &m) {
             notes.push(format!("{DKMS_TREE}/{}: skipped: {e}", shown(&m)));
             continue;
         }
-        let in_mdir = match entries(&mdir) {
+        let in_mdir = match entries(root, &mdir) {
             Ok(e) => e,
             Err(e) => {
                 notes.push(format!("{DKMS_TREE}/{m}: skipped: {e}"));
@@ -71,7 +72,7 @@ pub(crate) fn scan(root: &Root, notes: &mut Vec<String>) -> anyhow::Result<Vec<R
         let links: BTreeMap<String, PathBuf> = in_mdir
             .iter()
             .filter(|(n, t)| t.is_symlink() && n.starts_with("kernel-"))
-            .filter_map(|(n, _)| fs::read_link(mdir.join(n)).ok().map(|t| (n.clone(), t)))
+            .filter_map(|(n, _)| root.read_link(mdir.join(n)).ok().map(|t| (n.clone(), t)))
             .collect();
         for v in subdirs(&in_mdir) {
             let vdir = mdir.join(&v);
@@ -89,6 +90,7 @@ pub(crate) fn scan(root: &Root, notes: &mut Vec<String>) -> anyhow::Result<Vec<R
                 source,
                 builds: BTreeMap::new(),
                 kos: BTreeMap::new(),
+                present: BTreeSet::new(),
             };
             builds(root, &mdir, &links, &vdir, &mut reg, notes);
             out.push(reg);
@@ -99,18 +101,12 @@ pub(crate) fn scan(root: &Root, notes: &mut Vec<String>) -> anyhow::Result<Vec<R
 
 /// The entries of a directory with their types, sorted by name; the types come from the directory
 /// itself (no stat per entry), which matters with thousands of builds.
-fn entries(dir: &Path) -> std::io::Result<Vec<(String, fs::FileType)>> {
-    let mut out = Vec::new();
-    for e in fs::read_dir(dir)? {
-        let e = e?;
-        out.push((e.file_name().to_string_lossy().into_owned(), e.file_type()?));
-    }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(out)
+fn entries(root: &Root, dir: &Path) -> std::io::Result<Vec<(String, FileType)>> {
+    Ok(root.list_typed(dir)?.into_iter().map(|(n, t)| (n.to_string_lossy().into_owned(), t)).collect())
 }
 
 /// The real (not symlinked) directories among `entries`.
-fn subdirs(entries: &[(String, fs::FileType)]) -> impl Iterator<Item = String> + '_ {
+fn subdirs(entries: &[(String, FileType)]) -> impl Iterator<Item = String> + '_ {
     entries.iter().filter(|(_, t)| t.is_dir()).map(|(n, _)| n.clone())
 }
 
@@ -118,9 +114,9 @@ fn subdirs(entries: &[(String, fs::FileType)]) -> impl Iterator<Item = String> +
 fn source_of(root: &Root, vdir: &Path, m: &str, v: &str) -> Result<PathBuf, String> {
     let link = vdir.join("source");
     let shown_link = relative(root, &link);
-    match fs::symlink_metadata(&link) {
+    match root.lstat(&link) {
         Ok(md) if md.file_type().is_symlink() => match resolve_host(root, &link) {
-            Ok(dir) if dir.is_dir() => Ok(dir),
+            Ok(dir) if root.is_dir(&dir) => Ok(dir),
             Ok(other) => Err(format!("{shown_link} leads to {}, not a directory", relative(root, &other))),
             Err(e) => Err(format!("{shown_link} dangles: {e}")),
         },
@@ -160,7 +156,7 @@ fn builds(
     notes: &mut Vec<String>,
 ) {
     let (m, v) = (&reg.name, &reg.version);
-    for k in subdirs(&entries(vdir).unwrap_or_default()) {
+    for k in subdirs(&entries(root, vdir).unwrap_or_default()) {
         let kdir = vdir.join(&k);
         // `build` is the shared scratch directory; `source` may be a plain directory (3.0.10).
         if k == "build" || k == "source" {
@@ -170,7 +166,7 @@ fn builds(
             notes.push(format!("{DKMS_TREE}/{m}/{v}/{}: skipped: {e}", shown(&k)));
             continue;
         }
-        for a in subdirs(&entries(&kdir).unwrap_or_default()) {
+        for a in subdirs(&entries(root, &kdir).unwrap_or_default()) {
             let base = kdir.join(&a);
             if a.starts_with(".tmp_") {
                 notes.push(format!(
@@ -184,11 +180,12 @@ fn builds(
                 continue;
             }
             let module = base.join("module");
-            let Ok(md) = fs::symlink_metadata(&module) else { continue };
+            let Ok(md) = root.lstat(&module) else { continue };
             if !md.is_dir() {
                 continue;
             }
-            let kos: Vec<String> = entries(&module)
+            reg.present.insert((k.clone(), a.clone()));
+            let kos: Vec<String> = entries(root, &module)
                 .unwrap_or_default()
                 .into_iter()
                 .map(|(f, _)| f)

@@ -1,17 +1,16 @@
 //! Installed kernels: the directories under lib/modules and usr/lib/modules, with their headers,
 //! image, arch, initramfs and kernel-side fingerprint.
 
+use super::prints::{self, KernelCache};
 use super::resolve::{relative, resolve, resolve_host};
 use super::sorted_names;
 use super::Kernel;
-use crate::fingerprint::{self, Fingerprint, KernelCache};
+use crate::fingerprint::Fingerprint;
 use crate::paths::{BOOT_DIR, MODULE_DIRS};
-use crate::root::Root;
+use crate::root::{MetadataExt, Root};
 use crate::validate::{check, shown, What};
 use anyhow::Context;
 use std::collections::BTreeMap;
-use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// The few kernel config values the scan uses (arch, compiler), read from the headers' .config.
@@ -37,8 +36,8 @@ const CONFIG_KEYS: [&str; 14] = [
 
 impl KConfig {
     /// Reads `path`; a missing or unreadable file gives an empty config.
-    pub(crate) fn read(path: &Path) -> KConfig {
-        fs::read(path).map(|b| KConfig::parse(&String::from_utf8_lossy(&b))).unwrap_or_default()
+    pub(crate) fn read(root: &Root, path: &Path) -> KConfig {
+        root.read(path).map(|b| KConfig::parse(&String::from_utf8_lossy(&b))).unwrap_or_default()
     }
 
     fn parse(text: &str) -> KConfig {
@@ -117,16 +116,16 @@ pub(crate) fn scan(
     let mut dirs: BTreeMap<String, Dir> = BTreeMap::new();
     for base in MODULE_DIRS {
         let Ok(tree) = resolve(root, Path::new(base)) else { continue };
-        if !tree.is_dir() {
+        if !root.is_dir(&tree) {
             continue;
         }
-        for name in sorted_names(&tree).with_context(|| format!("reading {}", tree.display()))? {
+        for name in sorted_names(root, &tree).with_context(|| format!("reading {}", tree.display()))? {
             if let Err(e) = check(What::KernelVersion, &name) {
                 notes.push(format!("{base}/{}: skipped: {e}", shown(&name)));
                 continue;
             }
             let Ok(path) = resolve_host(root, &tree.join(&name)) else { continue };
-            let Ok(md) = fs::metadata(&path) else { continue };
+            let Ok(md) = root.stat(&path) else { continue };
             if !md.is_dir() {
                 continue;
             }
@@ -154,17 +153,15 @@ pub(crate) fn scan(
 }
 
 fn looks_real(root: &Root, dir: &Path, k: &str) -> bool {
-    has_modules_files(dir) || fs::symlink_metadata(dir.join("build")).is_ok() || image(root, dir, k)
+    has_modules_files(root, dir) || root.lstat(dir.join("build")).is_ok() || image(root, dir, k)
 }
 
-fn has_modules_files(dir: &Path) -> bool {
-    fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().starts_with("modules.")))
-        .unwrap_or(false)
+fn has_modules_files(root: &Root, dir: &Path) -> bool {
+    root.list(dir).map(|names| names.iter().any(|n| n.to_string_lossy().starts_with("modules."))).unwrap_or(false)
 }
 
 fn is_file(root: &Root, host: &Path) -> bool {
-    resolve_host(root, host).is_ok_and(|p| p.is_file())
+    resolve_host(root, host).is_ok_and(|p| root.is_file(p))
 }
 
 fn image(root: &Root, dir: &Path, k: &str) -> bool {
@@ -178,25 +175,25 @@ fn kernel(root: &Root, k: &str, dir: &Path, machine: &str, cache: &mut KernelCac
     let modules_dir = relative(root, dir);
     let build = dir.join("build");
     let headers = match resolve_host(root, &build) {
-        Ok(h) if h.join("Makefile").is_file() => Some(h),
+        Ok(h) if root.is_file(h.join("Makefile")) => Some(h),
         Ok(h) => {
             notes.push(format!("kernel {k}: {} has no Makefile: no usable headers", relative(root, &h)));
             None
         }
-        Err(e) if fs::symlink_metadata(&build).is_ok() => {
+        Err(e) if root.lstat(&build).is_ok() => {
             notes.push(format!("kernel {k}: {modules_dir}/build does not resolve ({e}): no usable headers"));
             None
         }
         Err(_) => None,
     };
     let image = image(root, dir, k);
-    if headers.is_none() && !image && !has_modules_files(dir) && fs::symlink_metadata(&build).is_err() {
+    if headers.is_none() && !image && !has_modules_files(root, dir) && root.lstat(&build).is_err() {
         notes.push(format!(
             "kernel {k}: {modules_dir} holds no modules.* files, build link or image: left over by a removed \
              kernel package (no headers, no image)"
         ));
     }
-    let config = headers.as_ref().map(|h| KConfig::read(&h.join(".config"))).unwrap_or_default();
+    let config = headers.as_ref().map(|h| KConfig::read(root, &h.join(".config"))).unwrap_or_default();
     let arch = config.arch().unwrap_or(machine).to_string();
     let boot = root.path(BOOT_DIR);
     let initramfs = [
@@ -209,7 +206,7 @@ fn kernel(root: &Root, k: &str, dir: &Path, machine: &str, cache: &mut KernelCac
     .find(|p| is_file(root, p))
     .map(|p| relative(root, &p));
     let print = match &headers {
-        Some(h) => fingerprint::kernel_side(root, h, &config, cache),
+        Some(h) => prints::kernel_side(root, h, &config, cache),
         None => Fingerprint::default(),
     };
     Kernel { version: k.to_string(), modules_dir, headers, image, arch, initramfs, print }

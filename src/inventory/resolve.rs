@@ -4,7 +4,6 @@
 use crate::root::Root;
 use std::ffi::OsString;
 use std::fmt;
-use std::fs;
 use std::path::{Component, Path, PathBuf};
 
 /// Links followed before giving up, as Linux does (MAXSYMLINKS).
@@ -49,7 +48,7 @@ pub fn resolve(root: &Root, inside: &Path) -> Result<PathBuf, Unresolved> {
             continue;
         }
         done.push(&part);
-        let md = match fs::symlink_metadata(&done) {
+        let md = match root.lstat(&done) {
             Ok(md) => md,
             Err(_) => return Err(Unresolved::Missing(seen(root, &done))),
         };
@@ -58,7 +57,7 @@ pub fn resolve(root: &Root, inside: &Path) -> Result<PathBuf, Unresolved> {
             if links > MAX_LINKS {
                 return Err(Unresolved::Loop);
             }
-            let target = fs::read_link(&done).map_err(|_| Unresolved::Missing(seen(root, &done)))?;
+            let target = root.read_link(&done).map_err(|_| Unresolved::Missing(seen(root, &done)))?;
             done.pop();
             if target.is_absolute() {
                 done = root.dir().to_path_buf();
@@ -109,6 +108,7 @@ fn seen(root: &Root, host: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::os::unix::fs::symlink;
 
     #[test]

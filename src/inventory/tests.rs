@@ -2,6 +2,7 @@
 
 use super::*;
 use std::cell::RefCell;
+use std::fs;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{symlink, DirBuilderExt, OpenOptionsExt, PermissionsExt};

@@ -4,9 +4,9 @@
 //! tests NO_WEAK_MODULES the wrong way round), so the links are read directly.
 
 use super::dkms_tree::ko_stem;
+use super::prints::walk;
 use super::resolve::resolve_host;
 use super::{Build, Kernel};
-use crate::fingerprint::walk;
 use crate::root::Root;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -21,7 +21,7 @@ pub(crate) fn links(root: &Root, kernels: &BTreeMap<String, Kernel>) -> Links {
     let mut out = Links::new();
     for (new, new_dir) in &dirs {
         let weak_dir = new_dir.join("weak-updates");
-        let Ok(entries) = walk(&weak_dir) else { continue };
+        let Ok(entries) = walk(root, &weak_dir) else { continue };
         for e in entries.iter().filter(|e| e.link.is_some()) {
             let Ok(target) = resolve_host(root, &weak_dir.join(&e.rel)) else { continue };
             let Some(stem) = target.file_name().and_then(|n| ko_stem(&n.to_string_lossy()).map(str::to_string)) else {

@@ -1,12 +1,12 @@
-//! The dkms backend: the dkms commands dkms-trigger runs (always with explicit `-m -v -k -a`, never
-//! the default kernel, always `--no-depmod`) and the mapping of dkms's exit codes to results.
+//! `dkms`: the commands dkms-trigger runs (always with explicit `-m -v -k -a`, never the default
+//! kernel, always `--no-depmod`) and the mapping of dkms's exit codes to results.
 
+use super::Deadline;
 use crate::paths;
 use crate::root::Root;
-use crate::runner::{Cmd, Ran};
+use crate::runner::{Cmd, Log, Ran};
 use anyhow::Result;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 /// What one dkms step came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,15 +31,14 @@ impl Step {
     pub fn is_ok(&self) -> bool {
         matches!(self, Step::Ok)
     }
-}
 
-/// A dkms job's time budget, shared by its steps.
-#[derive(Debug, Clone, Copy)]
-pub struct Deadline(pub Instant);
-
-impl Deadline {
-    fn remaining(&self) -> Duration {
-        self.0.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))
+    /// What happened, for people.
+    pub fn text(&self) -> String {
+        match self {
+            Step::Ok => "ok".into(),
+            Step::Unsupported(w) | Step::NoHeaders(w) | Step::DependencyMissing(w) | Step::Failed(w) => w.clone(),
+            Step::BuildFailed { reason, .. } => reason.clone(),
+        }
     }
 }
 
@@ -83,7 +82,7 @@ impl Dkms {
     }
 
     /// `dkms add -m M -v V`; "already added" (3) counts as done.
-    pub fn add(&self, module: &str, version: &str, log: &Path, d: Deadline) -> Result<Step> {
+    pub fn add(&self, module: &str, version: &str, log: &Log, d: Deadline) -> Result<Step> {
         let ran = self.cmd("add").args(["-m", module, "-v", version]).timeout(d.remaining()).run(log)?;
         Ok(match ran.code {
             Some(0) | Some(3) if !ran.timed_out => Step::Ok,
@@ -92,21 +91,22 @@ impl Dkms {
     }
 
     /// `dkms unbuild` (removes the build and the installed copy for one kernel).
-    pub fn unbuild(&self, t: &Target, log: &Path, d: Deadline) -> Result<Step> {
+    pub fn unbuild(&self, t: &Target, log: &Log, d: Deadline) -> Result<Step> {
         let ran = self.mvka(self.cmd("unbuild"), t).arg("--no-depmod").timeout(d.remaining()).run(log)?;
         Ok(if ran.ok() || not_there(&ran) { Step::Ok } else { Step::Failed(ran.explain()) })
     }
 
     /// `dkms build ... -j N`.
-    pub fn build(&self, t: &Target, make_jobs: u32, log: &Path, d: Deadline) -> Result<Step> {
+    pub fn build(&self, t: &Target, make_jobs: u32, log: &Log, d: Deadline) -> Result<Step> {
         let ran =
             self.mvka(self.cmd("build"), t).args(["-j", &make_jobs.to_string()]).timeout(d.remaining()).run(log)?;
         let make_log = self.root.path(format!("{}/{}/{}/build/make.log", paths::DKMS_TREE, t.module, t.version));
-        Ok(classify_build(&ran, t.headers.is_some(), make_log.exists().then_some(make_log)))
+        let make_log = self.root.exists(&make_log).then_some(make_log);
+        Ok(classify_build(&ran, t.headers.is_some(), make_log))
     }
 
     /// `dkms install ... --no-depmod` (depmod runs once per kernel afterwards).
-    pub fn install(&self, t: &Target, log: &Path, d: Deadline) -> Result<Step> {
+    pub fn install(&self, t: &Target, log: &Log, d: Deadline) -> Result<Step> {
         let ran = self.mvka(self.cmd("install"), t).arg("--no-depmod").timeout(d.remaining()).run(log)?;
         Ok(match ran.code {
             Some(0) if !ran.timed_out => Step::Ok,
@@ -116,16 +116,25 @@ impl Dkms {
     }
 
     /// `dkms uninstall` of one version for one kernel (before installing another version).
-    pub fn uninstall(&self, t: &Target, log: &Path, d: Deadline) -> Result<Step> {
+    pub fn uninstall(&self, t: &Target, log: &Log, d: Deadline) -> Result<Step> {
         let ran = self.mvka(self.cmd("uninstall"), t).arg("--no-depmod").timeout(d.remaining()).run(log)?;
         Ok(if ran.ok() || not_there(&ran) { Step::Ok } else { Step::Failed(ran.explain()) })
     }
 
-    /// `dkms remove -m M -v V -k K -a A`: drops one kernel's build (and the registration when it
-    /// was the last one).
-    pub fn remove(&self, t: &Target, log: &Path, d: Deadline) -> Result<Step> {
-        let ran = self.mvka(self.cmd("remove"), t).arg("--no-depmod").timeout(d.remaining()).run(log)?;
+    /// `dkms remove -m M -v V --all`: every build of a module version and its registration.
+    pub fn remove_all(&self, module: &str, version: &str, log: &Log, d: Deadline) -> Result<Step> {
+        let ran = self
+            .cmd("remove")
+            .args(["-m", module, "-v", version, "--all", "--no-depmod"])
+            .timeout(d.remaining())
+            .run(log)?;
         Ok(if ran.ok() || not_there(&ran) { Step::Ok } else { Step::Failed(ran.explain()) })
+    }
+
+    /// Whether `M/V` is registered now (an earlier job of the same module may have added it since
+    /// the inventory was read).
+    pub fn is_registered(&self, module: &str, version: &str) -> bool {
+        self.root.exists(format!("{}/{module}/{version}/source", paths::DKMS_TREE))
     }
 }
 
@@ -169,7 +178,8 @@ mod tests {
     fn ran_with(code: i32, output: &str) -> (tempfile::TempDir, Ran) {
         let t = tempfile::tempdir().unwrap();
         let script = format!("printf '%s\\n' \"$1\"; exit {code}");
-        let ran = Cmd::new("sh").args(["-c", &script, "sh", output]).run(&t.path().join("log")).unwrap();
+        let log = Log::open(&Root::open(t.path()).unwrap(), "log").unwrap();
+        let ran = Cmd::new("sh").args(["-c", &script, "sh", output]).run(&log).unwrap();
         (t, ran)
     }
 

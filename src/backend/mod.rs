@@ -1,0 +1,31 @@
+//! The external programs that change the system, one file per command family: `dkms` (build,
+//! install, unbuild, remove), `depmod`, and the initramfs tools (update-initramfs/dracut and
+//! their listers lsinitramfs/lsinitrd; mkinitcpio is left to its own pacman hook). Each runs
+//! through `runner::Cmd` and maps the program's answer to a result; parsers take text and are
+//! tested on captured output.
+
+pub mod depmod;
+pub mod dkms;
+pub mod initramfs;
+
+pub use depmod::Depmod;
+pub use dkms::{classify_build, Dkms, Step, Target};
+
+use std::time::{Duration, Instant};
+
+/// A job's time budget, shared by its steps.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline(pub Instant);
+
+impl Deadline {
+    /// A deadline `budget` from now.
+    pub fn after(budget: Duration) -> Deadline {
+        Deadline(Instant::now() + budget)
+    }
+
+    /// What is left of the budget (at least a millisecond, so that a late step still runs and
+    /// times out rather than never starting).
+    pub fn remaining(&self) -> Duration {
+        self.0.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))
+    }
+}

@@ -1,0 +1,55 @@
+//! The one way from the spool to a plan: pending intents -> state -> inventory -> plan. `plan`,
+//! `status`, `finalize --dry-run` and every round of `finalize` go through here, so they cannot
+//! disagree about what a finalize would do.
+
+use crate::config::Config;
+use crate::intent::Intent;
+use crate::inventory::{self, Inventory};
+use crate::plan::Plan;
+use crate::planner;
+use crate::root::Root;
+use crate::spool;
+use crate::state::State;
+use crate::ui;
+use anyhow::Result;
+
+/// Everything a plan was made from, and the plan.
+pub struct Prepared {
+    pub intents: Vec<Intent>,
+    pub state: State,
+    pub inventory: Inventory,
+    pub plan: Plan,
+}
+
+/// Scans the system and plans `intents` against `state`.
+pub fn prepare(
+    root: &Root,
+    config: &Config,
+    intents: Vec<Intent>,
+    state: State,
+    retry_failed: bool,
+) -> Result<Prepared> {
+    let inventory = inventory::scan(root, config)?;
+    let plan = planner::plan(&planner::Input {
+        intents: &intents,
+        inventory: &inventory,
+        state: &state,
+        config,
+        retry_failed,
+    });
+    Ok(Prepared { intents, state, inventory, plan })
+}
+
+/// What a finalize would do now, read without locking or changing anything (`plan`, `status`,
+/// `finalize --dry-run`): the pending intents (plus a rescan when asked), the stored state.
+pub fn preview(root: &Root, config: &Config, rescan: bool, retry_failed: bool) -> Result<Prepared> {
+    let (s, problem) = spool::read(root)?;
+    if let Some(p) = problem {
+        ui::warn(format!("the spool is unreadable ({p}); the next finalize moves it aside and rescans"));
+    }
+    let mut intents: Vec<Intent> = s.intents().map(|(_, i)| i).collect();
+    if rescan {
+        intents.push(Intent::Rescan);
+    }
+    prepare(root, config, intents, State::read(root)?, retry_failed)
+}
