@@ -20,7 +20,7 @@ pub enum KernelSet {
 
 /// How initramfs images are updated after modules changed for a kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Initramfs {
+pub enum InitramfsSetting {
     /// Detect the distribution's tool: update-initramfs, dracut, or nothing (mkinitcpio has its own hook).
     Auto,
     UpdateInitramfs,
@@ -45,7 +45,7 @@ pub struct Config {
     pub jobs: u32,
     pub make_jobs: u32,
     pub kernels: KernelSet,
-    pub initramfs: Initramfs,
+    pub initramfs: InitramfsSetting,
     pub on_failure_kernel: Policy,
     pub on_failure_module: Policy,
     pub job_timeout: u64,
@@ -63,7 +63,7 @@ impl Default for Config {
             jobs: 0,
             make_jobs: 0,
             kernels: KernelSet::All,
-            initramfs: Initramfs::Auto,
+            initramfs: InitramfsSetting::Auto,
             on_failure_kernel: Policy::Warn,
             on_failure_module: Policy::Error,
             job_timeout: 3600,
@@ -114,11 +114,11 @@ fn choice<T: Copy>(v: &toml::Value, options: &[(&str, T)]) -> Result<T, String> 
 
 const KERNEL_SETS: &[(&str, KernelSet)] =
     &[("all", KernelSet::All), ("running-and-newest", KernelSet::RunningAndNewest)];
-const INITRAMFS: &[(&str, Initramfs)] = &[
-    ("auto", Initramfs::Auto),
-    ("update-initramfs", Initramfs::UpdateInitramfs),
-    ("dracut", Initramfs::Dracut),
-    ("never", Initramfs::Never),
+const INITRAMFS: &[(&str, InitramfsSetting)] = &[
+    ("auto", InitramfsSetting::Auto),
+    ("update-initramfs", InitramfsSetting::UpdateInitramfs),
+    ("dracut", InitramfsSetting::Dracut),
+    ("never", InitramfsSetting::Never),
 ];
 const POLICIES: &[(&str, Policy)] = &[("warn", Policy::Warn), ("error", Policy::Error)];
 

@@ -13,7 +13,8 @@ use crate::pipeline;
 use crate::plan::Plan;
 use crate::root::{self, Root};
 use crate::spool::{self, Entry};
-use crate::state::{Outcome, State};
+use crate::state::Outcome;
+use crate::statefile;
 use crate::ui;
 use anyhow::{Context as _, Result};
 use std::collections::BTreeSet;
@@ -44,7 +45,7 @@ pub fn run(root: &Root, config: &Config, opts: &Options) -> Result<Code> {
     root::require_root("finalize")?;
     let lock = FinalizeLock::take(root, opts.no_wait)?;
     let started = Instant::now();
-    let mut state = State::load(&lock)?;
+    let mut state = statefile::load(&lock)?;
     let mut total = Summary::default();
     let mut run_log: Option<RunLog> = None;
     let mut warned_unknown = BTreeSet::new();

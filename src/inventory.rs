@@ -11,7 +11,7 @@ mod weak;
 use crate::config::Config;
 use crate::dkmsconf::{ConfValues, Evaluated, KernelContext, Options, Request};
 use crate::fingerprint::{Fingerprint, SourceDigest};
-use crate::paths::{DKMS_ETC, DKMS_SIGNING_KEY, DKMS_TREE, MODULE_DIRS, OS_RELEASE, SOURCE_TREE};
+use crate::paths::{DKMS_ETC, DKMS_SCRIPTS, DKMS_SIGNING_KEY, DKMS_TREE, MODULE_DIRS, OS_RELEASE, SOURCE_TREE};
 use crate::root::Root;
 use crate::validate::{check, What};
 use prints::{KernelCache, Overrides};
@@ -128,9 +128,6 @@ impl Inventory {
 
 /// How dkms.conf files are evaluated: `dkmsconf::evaluate`, or a stand-in in tests.
 pub type Evaluator<'a> = &'a dyn Fn(&[Request], &Options) -> Vec<Result<Evaluated, String>>;
-
-/// Where the dkms script may be, in the order dkms's Makefile and distributions install it.
-const DKMS_SCRIPTS: [&str; 3] = ["usr/sbin/dkms", "sbin/dkms", "usr/bin/dkms"];
 
 /// Reads the whole inventory under `root`: kernels, DKMS modules (evaluating their dkms.conf for
 /// every kernel with headers), weak-updates links and fingerprints. Read-only; works as non-root.

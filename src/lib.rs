@@ -27,6 +27,7 @@ pub mod runner;
 pub mod scheduler;
 pub mod spool;
 pub mod state;
+pub mod statefile;
 pub mod status;
 pub mod targets;
 pub mod ui;

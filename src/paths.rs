@@ -24,6 +24,11 @@ pub const MODULE_DIRS: [&str; 2] = ["lib/modules", "usr/lib/modules"];
 /// Where kernel images live when not inside the modules directory.
 pub const BOOT_DIR: &str = "boot";
 
+/// Fedora's kernel-devel header trees (`usr/src/kernels/K`).
+pub const KERNEL_DEVEL_TREE: &str = "usr/src/kernels";
+/// Debian's header trees are `usr/src/linux-headers-K`.
+pub const HEADERS_DIR_PREFIX: &str = "linux-headers-";
+
 /// DKMS's own trees and configuration.
 pub const DKMS_TREE: &str = "var/lib/dkms";
 pub const SOURCE_TREE: &str = "usr/src";
@@ -31,9 +36,19 @@ pub const DKMS_ETC: &str = "etc/dkms";
 /// The distribution identification dkms reads (`running_distribution`).
 pub const OS_RELEASE: &str = "etc/os-release";
 
-/// Initramfs tools, by which one a system has (`backend/initramfs.rs`).
+/// Initramfs tools, by which one a system has (`backend/initrd.rs`).
 pub const MKINITCPIO: &str = "usr/bin/mkinitcpio";
 pub const UPDATE_INITRAMFS: &str = "usr/sbin/update-initramfs";
 pub const DRACUT: [&str; 2] = ["usr/bin/dracut", "usr/sbin/dracut"];
 /// dkms's module signing key pair (its first signed build generates them).
 pub const DKMS_SIGNING_KEY: [&str; 2] = ["var/lib/dkms/mok.key", "var/lib/dkms/mok.pub"];
+
+/// Where the dkms script may be, in the order dkms's Makefile and distributions install it.
+pub const DKMS_SCRIPTS: [&str; 3] = ["usr/sbin/dkms", "sbin/dkms", "usr/bin/dkms"];
+/// Where the compiler a kernel config names is looked for, in PATH order.
+pub const BIN_DIRS: [&str; 3] = ["usr/local/bin", "usr/bin", "bin"];
+/// gcc's per-target directories holding `cc1` (`TRIPLET/MAJOR/cc1`): Debian 12, Debian 13 and later.
+pub const GCC_LIB_DIRS: [&str; 2] = ["usr/lib/gcc", "usr/libexec/gcc"];
+/// The running kernel, as the host's /proc says (whatever the root).
+pub const PROC_OSRELEASE: &str = "/proc/sys/kernel/osrelease";
+pub const PROC_ARCH: &str = "/proc/sys/kernel/arch";

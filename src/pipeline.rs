@@ -10,6 +10,7 @@ use crate::planner;
 use crate::root::Root;
 use crate::spool;
 use crate::state::State;
+use crate::statefile;
 use crate::ui;
 use anyhow::Result;
 
@@ -51,5 +52,5 @@ pub fn preview(root: &Root, config: &Config, rescan: bool, retry_failed: bool) -
     if rescan {
         intents.push(Intent::Rescan);
     }
-    prepare(root, config, intents, State::read(root)?, retry_failed)
+    prepare(root, config, intents, statefile::read(root)?, retry_failed)
 }

@@ -12,7 +12,7 @@ use crate::paths;
 use crate::root::Root;
 use crate::runner::Log;
 use crate::spool;
-use crate::state::State;
+use crate::statefile;
 use crate::ui;
 use anyhow::Result;
 use std::collections::BTreeSet;
@@ -87,9 +87,9 @@ pub fn remove_kernel(root: &Root, config: &Config, kernel: &str) -> Result<usize
         }
     }
     drop_intents(root, |i| narrow_without_kernel(i, kernel))?;
-    let mut state = State::load(&lock)?;
+    let mut state = statefile::load(&lock)?;
     state.pairs.retain(|k, _| k.kernel != kernel);
-    state.store(&lock)?;
+    statefile::store(&lock, &state)?;
     if removed > 0 {
         ctx.depmod(kernel);
     }
@@ -129,9 +129,9 @@ pub fn remove_module(root: &Root, config: &Config, module: &str, version: &str) 
         }
         other => Some(other.clone()),
     })?;
-    let mut state = State::load(&lock)?;
+    let mut state = statefile::load(&lock)?;
     state.pairs.retain(|k, _| !(k.module == module && k.version == version));
-    state.store(&lock)?;
+    statefile::store(&lock, &state)?;
     for k in &kernels {
         ctx.depmod(k);
     }

@@ -1,17 +1,10 @@
-//! The persistent state, ROOT/var/lib/dkms-trigger/state.toml: the last result of every (module,
-//! version, kernel, arch) pair dkms-trigger handled, with the fingerprint of what it was built from.
-//! Written atomically after every job so that `status` is right even after a crash mid-run.
+//! The persistent state as data: the last result of every (module, version, kernel, arch) pair
+//! dkms-trigger handled, with the fingerprint of what it was built from, and its file format. No
+//! I/O here: statefile.rs reads and writes it.
 
-use crate::clock;
 use crate::fingerprint::Fingerprint;
-use crate::lock::FinalizeLock;
-use crate::paths;
-use crate::root::Root;
-use crate::ui;
-use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 /// The state format this version writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -106,51 +99,6 @@ impl State {
         format!("# dkms-trigger state: the last result of every module/kernel pair. Written by dkms-trigger.\n{body}")
     }
 
-    /// Reads the state for a report: a missing file is an empty state; an unreadable one reads as
-    /// empty with a warning, and is left where it is (the next finalize moves it aside).
-    pub fn read(root: &Root) -> Result<State> {
-        Self::load_from(root, None)
-    }
-
-    /// Loads the state to update it. An unreadable one is moved aside to
-    /// `state.toml.corrupt-<time>` with a warning, and reads as empty: the state only caches
-    /// results and fingerprints, and dkms's own tree remains the truth.
-    pub fn load(lock: &FinalizeLock) -> Result<State> {
-        Self::load_from(lock.root(), Some(lock))
-    }
-
-    fn load_from(root: &Root, lock: Option<&FinalizeLock>) -> Result<State> {
-        let path = state_path(root);
-        let Some(bytes) = root.read_private(&path)? else { return Ok(State::default()) };
-        let parsed = String::from_utf8(bytes).map_err(|_| "not UTF-8".to_string()).and_then(|t| State::parse(&t));
-        match (parsed, lock) {
-            (Ok(s), _) => Ok(s),
-            (Err(why), Some(_)) => {
-                let aside =
-                    path.with_file_name(format!("{}.corrupt-{}", paths::STATE_FILE, clock::compact(clock::now_ms())));
-                root.rename(&path, &aside).with_context(|| format!("moving unreadable {} aside", path.display()))?;
-                ui::warn(format!(
-                    "{} was unusable ({why}); moved it to {}; build results will be re-learned",
-                    path.display(),
-                    aside.display()
-                ));
-                Ok(State::default())
-            }
-            (Err(why), None) => {
-                ui::warn(format!("{} is unusable ({why}); showing results without it", path.display()));
-                Ok(State::default())
-            }
-        }
-    }
-
-    /// Writes the state atomically; only the holder of the finalize lock can.
-    pub fn store(&self, lock: &FinalizeLock) -> Result<()> {
-        let root = lock.root();
-        let dir = root.private_dir(paths::STATE_DIR)?;
-        root.write_atomic(&dir, paths::STATE_FILE, self.render().as_bytes())
-            .map_err(|e| e.context(format!("cannot update {}; it was left unchanged", state_path(root).display())))
-    }
-
     /// Records `state` for `key`.
     pub fn set(&mut self, key: PairKey, state: PairState) {
         self.pairs.insert(key, state);
@@ -165,11 +113,6 @@ impl State {
             arch: arch.into(),
         })
     }
-}
-
-/// ROOT/var/lib/dkms-trigger/state.toml.
-pub fn state_path(root: &Root) -> PathBuf {
-    root.path(std::path::Path::new(paths::STATE_DIR).join(paths::STATE_FILE))
 }
 
 #[cfg(test)]
@@ -216,21 +159,5 @@ mod tests {
         assert!(State::parse("version = 2\n").unwrap_err().contains("newer"));
         assert_eq!(State::parse("version = 1\n").unwrap(), State::default());
         assert!(State::parse("version = 1\n[[pair]]\nmodule = \"x\"\n").is_err());
-    }
-
-    #[test]
-    fn corrupt_state_is_moved_aside() {
-        let t = tempfile::tempdir().unwrap();
-        let root = Root::open(t.path()).unwrap();
-        let dir = root.private_dir(paths::STATE_DIR).unwrap();
-        std::fs::write(dir.join(paths::STATE_FILE), "garbage = [").unwrap();
-        assert_eq!(State::read(&root).unwrap(), State::default());
-        assert!(dir.join(paths::STATE_FILE).exists(), "read-only load leaves it");
-        let lock = FinalizeLock::take(&root, true).unwrap();
-        assert_eq!(State::load(&lock).unwrap(), State::default());
-        assert!(!dir.join(paths::STATE_FILE).exists());
-        let names: Vec<String> =
-            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-        assert!(names.iter().any(|n| n.starts_with("state.toml.corrupt-")), "{names:?}");
     }
 }

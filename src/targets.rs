@@ -30,44 +30,67 @@ pub fn classify<'a>(root: &Root, paths: impl IntoIterator<Item = &'a str>, remov
         if p.is_empty() {
             continue;
         }
-        let parts: Vec<&str> = p.split('/').collect();
-        let kernel = |t: &mut Touched, set: fn(&mut Touched) -> &mut BTreeSet<String>, k: &str| {
-            if check(What::KernelVersion, k).is_ok() {
-                set(t).insert(k.to_string());
-            } else {
-                t.refused.push(raw.to_string());
-            }
-        };
-        match parts.as_slice() {
-            ["usr", "src", dir, "dkms.conf"] => match module_of(root, dir) {
+        match what(p, removal) {
+            Some(Is::Module(dir)) => match module_of(root, dir) {
                 Some(mv) => {
                     t.modules.insert(mv);
                 }
                 None => t.refused.push(raw.to_string()),
             },
-            // Debian's linux-headers-K (not the -common tree), Fedora's kernel-devel tree, the build link.
-            ["usr", "src", dir, rest @ ..]
-                if dir.starts_with("linux-headers-") && !dir.ends_with("-common") && (!removal || anchor(rest)) =>
-            {
-                kernel(&mut t, |t| &mut t.headers, &dir["linux-headers-".len()..])
+            Some(Is::Headers(k)) | Some(Is::Kernel(k)) if check(What::KernelVersion, k).is_err() => {
+                t.refused.push(raw.to_string())
             }
-            ["usr", "src", "kernels", k, rest @ ..]
-            | ["usr", "lib", "modules", k, "build", rest @ ..]
-            | ["lib", "modules", k, "build", rest @ ..]
-                if !removal || anchor(rest) =>
-            {
-                kernel(&mut t, |t| &mut t.headers, k)
-            }
-            ["usr", "lib", "modules", k, f] | ["lib", "modules", k, f]
-                if matches!(*f, "modules.order" | "vmlinuz" | "modules.builtin") =>
-            {
-                kernel(&mut t, |t| &mut t.kernels, k)
-            }
-            ["boot", f] if f.starts_with("vmlinuz-") => kernel(&mut t, |t| &mut t.kernels, &f["vmlinuz-".len()..]),
-            _ => {}
+            Some(Is::Headers(k)) => drop(t.headers.insert(k.to_string())),
+            Some(Is::Kernel(k)) => drop(t.kernels.insert(k.to_string())),
+            None => {}
         }
     }
     t
+}
+
+/// What one package path is.
+enum Is<'p> {
+    /// A module source's dkms.conf: `usr/src/DIR/dkms.conf`.
+    Module(&'p str),
+    /// Part of kernel K's headers: Debian's linux-headers-K (not the -common tree), Fedora's
+    /// kernel-devel tree, or the modules directory's build link.
+    Headers(&'p str),
+    /// Kernel K itself: its modules.order, modules.builtin or vmlinuz, or boot/vmlinuz-K.
+    Kernel(&'p str),
+}
+
+fn what(p: &str, removal: bool) -> Option<Is<'_>> {
+    let under =
+        |base: &str| p.strip_prefix(base).and_then(|r| r.strip_prefix('/')).map(|r| r.split('/').collect::<Vec<_>>());
+    let headers_part = |rest: &[&str]| !removal || anchor(rest);
+    if let Some(parts) = under(paths::KERNEL_DEVEL_TREE) {
+        return match parts.as_slice() {
+            [k, rest @ ..] if headers_part(rest) => Some(Is::Headers(k)),
+            _ => None,
+        };
+    }
+    if let Some(parts) = under(paths::SOURCE_TREE) {
+        return match parts.as_slice() {
+            [dir, "dkms.conf"] => Some(Is::Module(dir)),
+            [dir, rest @ ..] if headers_part(rest) => {
+                dir.strip_prefix(paths::HEADERS_DIR_PREFIX).filter(|k| !k.ends_with("-common")).map(Is::Headers)
+            }
+            _ => None,
+        };
+    }
+    for base in paths::MODULE_DIRS {
+        if let Some(parts) = under(base) {
+            return match parts.as_slice() {
+                [k, "build", rest @ ..] if headers_part(rest) => Some(Is::Headers(k)),
+                [k, f] if matches!(*f, "modules.order" | "vmlinuz" | "modules.builtin") => Some(Is::Kernel(k)),
+                _ => None,
+            };
+        }
+    }
+    match under(paths::BOOT_DIR)?.as_slice() {
+        [f] => f.strip_prefix("vmlinuz-").map(Is::Kernel),
+        _ => None,
+    }
 }
 
 /// The parts of a header tree whose removal means the tree goes.

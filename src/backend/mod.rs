@@ -6,7 +6,7 @@
 
 pub mod depmod;
 pub mod dkms;
-pub mod initramfs;
+pub mod initrd;
 
 pub use depmod::Depmod;
 pub use dkms::{classify_build, Dkms, Step, Target};

@@ -3,6 +3,7 @@
 
 mod batch;
 mod eval;
+mod recipe;
 mod scan;
 
 pub use eval::evaluate;

@@ -1,6 +1,7 @@
 //! dkms.conf evaluation against real bash, and against the installed dkms 3.0.10 where it decides.
 
-use super::eval::{parse_version, text, Dialect};
+use super::eval::text;
+use super::recipe::{parse_version, Dialect};
 use super::*;
 use std::fs;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! module (or the kernel was installed in this transaction, so its image predates its modules).
 
 use super::Context;
-use crate::backend::initramfs::{self, Tool};
+use crate::backend::initrd::{self, Tool};
 use crate::plan::Job;
 use crate::runner::Log;
 
@@ -29,9 +29,13 @@ pub(super) fn run(ctx: &Context, kernel: &str, initramfs_allowed: bool, jobs: &[
         Ok(()) => done.depmod = true,
         Err(why) => done.problem = Some(why),
     }
-    if initramfs_allowed {
+    if !ctx.root().is_host() {
+        log::info!(
+            "not updating the initramfs of {kernel}: the root is not / (initramfs tools act on the running system)"
+        );
+    } else if initramfs_allowed {
         if let Some(tool) = needs_update(ctx, kernel, jobs, &log) {
-            match initramfs::update(tool, kernel).timeout(ctx.timeout()).run(&log) {
+            match initrd::update(tool, kernel).timeout(ctx.timeout()).run(&log) {
                 Ok(r) if r.ok() => done.initramfs = true,
                 Ok(r) => done.problem = Some(format!("initramfs update failed: {}", r.explain())),
                 Err(e) => done.problem = Some(format!("{e:#}")),
@@ -43,15 +47,9 @@ pub(super) fn run(ctx: &Context, kernel: &str, initramfs_allowed: bool, jobs: &[
 
 /// The tool to update `kernel`'s initramfs with, when it must be updated.
 fn needs_update(ctx: &Context, kernel: &str, jobs: &[&Job], log: &Log) -> Option<Tool> {
-    if !ctx.root().is_host() {
-        log::info!(
-            "not updating the initramfs of {kernel}: the root is not / (initramfs tools act on the running system)"
-        );
-        return None;
-    }
     let image = ctx.inventory.kernels.get(kernel).and_then(|k| k.initramfs.clone())?;
     let image = ctx.root().path(&image);
-    let tool = initramfs::tool(ctx.root(), ctx.config.initramfs)?;
+    let tool = initrd::tool(ctx.root(), ctx.config.initramfs)?;
     if ctx.added_kernels.contains(kernel) {
         return Some(tool);
     }
@@ -72,8 +70,8 @@ fn needs_update(ctx: &Context, kernel: &str, jobs: &[&Job], log: &Log) -> Option
                 .unwrap_or_else(|| vec![j.module.clone()])
         })
         .collect();
-    match listing.and_then(|l| initramfs::list(tool, &image, &l, ctx.timeout())) {
-        Ok(text) if initramfs::contains_module(&text, &names) => Some(tool),
+    match listing.and_then(|l| initrd::list(tool, &image, &l, ctx.timeout())) {
+        Ok(text) if initrd::contains_module(&text, &names) => Some(tool),
         Ok(_) => {
             log::info!("initramfs of {kernel} contains none of the changed modules; not updated");
             None
@@ -83,5 +81,61 @@ fn needs_update(ctx: &Context, kernel: &str, jobs: &[&Job], log: &Log) -> Option
             log.note(&format!("# listing {} failed ({why}); updating the initramfs to be safe", image.display()));
             Some(tool)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{Depmod, Dkms};
+    use crate::config::{Config, InitramfsSetting};
+    use crate::executor::RunLog;
+    use crate::inventory::{Inventory, Kernel};
+    use crate::lock::FinalizeLock;
+    use crate::root::Root;
+
+    #[test]
+    fn a_failed_initramfs_listing_keeps_the_depmod_output_in_the_post_log() {
+        let t = tempfile::tempdir().unwrap();
+        let root = Root::open(t.path()).unwrap();
+        let lock = FinalizeLock::take(&root, true).unwrap();
+        let run = RunLog { id: "r".into(), dir: root.private_dir("var/log/dkms-trigger").unwrap() };
+        let k = "6.1.0-1-amd64";
+        let mut inventory = Inventory::default();
+        inventory.kernels.insert(
+            k.into(),
+            Kernel {
+                version: k.into(),
+                modules_dir: format!("lib/modules/{k}"),
+                headers: None,
+                image: true,
+                arch: "x86_64".into(),
+                // Not a readable image: the lister fails.
+                initramfs: Some(format!("boot/initrd.img-{k}")),
+                print: Default::default(),
+            },
+        );
+        let config = Config { initramfs: InitramfsSetting::UpdateInitramfs, ..Config::default() };
+        let ctx = Context {
+            lock: &lock,
+            config: &config,
+            dkms: Dkms { program: "true".into(), root: root.clone() },
+            depmod: Depmod { program: "echo".into(), root: root.clone() },
+            inventory: &inventory,
+            run: &run,
+            jobs: 1,
+            cpus: 1,
+            added_kernels: Default::default(),
+        };
+        let log = Log::open(&root, run.post_log(k)).unwrap();
+        ctx.depmod.run(k, &log, ctx.timeout()).unwrap();
+        assert_eq!(
+            needs_update(&ctx, k, &[], &log),
+            Some(Tool::UpdateInitramfs),
+            "a failed listing updates to be safe"
+        );
+        let text = std::fs::read_to_string(run.post_log(k)).unwrap();
+        assert!(text.contains(&format!("-b {} -a {k}\n", root.dir().display())), "depmod's output survives: {text}");
+        assert!(text.contains("updating the initramfs to be safe"), "{text}");
     }
 }

@@ -6,6 +6,7 @@ use crate::clock;
 use crate::config::Policy;
 use crate::plan::{skip_word, Action, EventClass, Job, Plan, SkipKind};
 use crate::state::{Outcome, PairKey, PairState, State};
+use crate::statefile;
 use crate::ui;
 use anyhow::Result;
 use std::collections::BTreeMap;
@@ -65,7 +66,7 @@ impl<'a> Sink<'a> {
     }
 
     pub(super) fn store(&self) -> Result<()> {
-        self.state.store(self.ctx.lock)
+        statefile::store(self.ctx.lock, self.state)
     }
 
     /// A job that runs nothing: a skip, a deferral or a failure decided by the planner.

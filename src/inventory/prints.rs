@@ -24,6 +24,7 @@
 use super::kernels::KConfig;
 use super::resolve::{relative, resolve, resolve_host};
 use crate::fingerprint::{Digest, Entry, Fingerprint, SourceDigest};
+use crate::paths::{BIN_DIRS, GCC_LIB_DIRS};
 use crate::root::{Metadata, Root};
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -75,9 +76,6 @@ const HEADER_FILES: [&str; 7] = [
     "include/generated/utsrelease.h",
     "include/config/auto.conf",
 ];
-
-/// Where the compiler a kernel config names is looked for, in root's PATH order.
-const BIN_DIRS: [&str; 3] = ["usr/local/bin", "usr/bin", "bin"];
 
 /// Work shared between kernels: Debian kernels of one X.Y share one kbuild tree and one compiler.
 #[derive(Default)]
@@ -157,7 +155,7 @@ fn compiler_digest(root: &Root, config: &KConfig) -> Digest {
         None => d.text("no compiler found"),
     }
     if let Some(major) = number(config, "CONFIG_GCC_VERSION").map(|v| v / 10000).filter(|m| *m > 0) {
-        for base in ["usr/lib/gcc", "usr/libexec/gcc"] {
+        for base in GCC_LIB_DIRS {
             let Ok(dir) = resolve(root, Path::new(base)) else { continue };
             let Ok(triplets) = root.list(&dir) else { continue };
             for t in triplets {

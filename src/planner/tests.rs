@@ -742,7 +742,7 @@ fn post_steps_only_for_changed_kernels_and_initramfs_follows_config() {
     assert_eq!(p.kernels[K2], KernelSteps { depmod: true, initramfs: false });
     s.inv.kernels.get_mut(K2).unwrap().initramfs = Some("boot/initrd.img".into());
     assert!(s.plan(&[Intent::Rescan]).kernels[K2].initramfs);
-    s.config.initramfs = crate::config::Initramfs::Never;
+    s.config.initramfs = crate::config::InitramfsSetting::Never;
     assert!(!s.plan(&[Intent::Rescan]).kernels[K2].initramfs);
 }
 

@@ -2,7 +2,7 @@
 //! Arch's mkinitcpio regenerates images from its own pacman hook), the update command, and whether
 //! an image contains a module (lsinitramfs/lsinitrd listings, parsed from their text).
 
-use crate::config::Initramfs;
+use crate::config::InitramfsSetting;
 use crate::paths;
 use crate::root::Root;
 use crate::runner::{Cmd, Log};
@@ -18,12 +18,12 @@ pub enum Tool {
 
 /// The tool that applies on `root` under the `initramfs` setting; None when images must not (or
 /// need not) be touched by us.
-pub fn tool(root: &Root, setting: Initramfs) -> Option<Tool> {
+pub fn tool(root: &Root, setting: InitramfsSetting) -> Option<Tool> {
     match setting {
-        Initramfs::Never => None,
-        Initramfs::UpdateInitramfs => Some(Tool::UpdateInitramfs),
-        Initramfs::Dracut => Some(Tool::Dracut),
-        Initramfs::Auto => {
+        InitramfsSetting::Never => None,
+        InitramfsSetting::UpdateInitramfs => Some(Tool::UpdateInitramfs),
+        InitramfsSetting::Dracut => Some(Tool::Dracut),
+        InitramfsSetting::Auto => {
             if root.exists(paths::MKINITCPIO) {
                 None // Arch: mkinitcpio's own pacman hook regenerates images
             } else if root.exists(paths::UPDATE_INITRAMFS) {
@@ -93,16 +93,16 @@ mod tests {
     fn tool_follows_the_setting_and_the_system() {
         let t = tempfile::tempdir().unwrap();
         let root = Root::open(t.path()).unwrap();
-        assert_eq!(tool(&root, Initramfs::Auto), None, "nothing installed");
-        assert_eq!(tool(&root, Initramfs::Dracut), Some(Tool::Dracut), "forced by configuration");
+        assert_eq!(tool(&root, InitramfsSetting::Auto), None, "nothing installed");
+        assert_eq!(tool(&root, InitramfsSetting::Dracut), Some(Tool::Dracut), "forced by configuration");
         std::fs::create_dir_all(t.path().join("usr/sbin")).unwrap();
         std::fs::write(t.path().join("usr/sbin/dracut"), "").unwrap();
-        assert_eq!(tool(&root, Initramfs::Auto), Some(Tool::Dracut));
+        assert_eq!(tool(&root, InitramfsSetting::Auto), Some(Tool::Dracut));
         std::fs::write(t.path().join("usr/sbin/update-initramfs"), "").unwrap();
-        assert_eq!(tool(&root, Initramfs::Auto), Some(Tool::UpdateInitramfs));
+        assert_eq!(tool(&root, InitramfsSetting::Auto), Some(Tool::UpdateInitramfs));
         std::fs::create_dir_all(t.path().join("usr/bin")).unwrap();
         std::fs::write(t.path().join("usr/bin/mkinitcpio"), "").unwrap();
-        assert_eq!(tool(&root, Initramfs::Auto), None, "mkinitcpio's own hook does it");
-        assert_eq!(tool(&root, Initramfs::Never), None);
+        assert_eq!(tool(&root, InitramfsSetting::Auto), None, "mkinitcpio's own hook does it");
+        assert_eq!(tool(&root, InitramfsSetting::Never), None);
     }
 }
