@@ -15,7 +15,7 @@ KERNEL_INSTALL_DIR ?= $(LIBDIR)/kernel/install.d
 ALPM_HOOK_DIR ?= $(PREFIX)/share/libalpm/hooks
 ALPM_SCRIPT_DIR ?= $(PREFIX)/share/libalpm/scripts
 
-.PHONY: all build check test deps bench demo install install-debian install-redhat install-arch clean
+.PHONY: all build check lint test deps bench demo install install-debian install-redhat install-arch clean
 
 all: build
 
@@ -23,9 +23,15 @@ build:
 	$(CARGO) build --release $(CARGO_FLAGS)
 
 # Installs what the tests need from the distribution's packages (dkms, a compiler, the two newest
-# linux-headers ABIs...), then runs every test against the release binary.
-check: deps
+# linux-headers ABIs...), checks the code's rules (lint), then runs every test against the release
+# binary.
+check: deps lint
 	$(CARGO) test --release --no-fail-fast $(CARGO_FLAGS) -- --test-threads=2
+
+# clippy with the project's rules (clippy.toml: std::fs only in src/root.rs, programs only through
+# src/runner.rs), every warning an error.
+lint:
+	$(CARGO) clippy --release --all-targets $(CARGO_FLAGS) -- -D warnings
 
 # Tests only, for when the dependencies are known to be present.
 test:
