@@ -4,7 +4,7 @@
 use crate::backend::{Depmod, Dkms};
 use crate::clock;
 use crate::config::Config;
-use crate::executor::{self, Context, RunLog, Summary};
+use crate::executor::{self, swap, Context, RunLog, Summary};
 use crate::exit::Code;
 use crate::intent::Intent;
 use crate::lock::FinalizeLock;
@@ -12,6 +12,7 @@ use crate::paths;
 use crate::pipeline;
 use crate::plan::Plan;
 use crate::root::{self, Root};
+use crate::runner::Log;
 use crate::spool::{self, Entry};
 use crate::state::Outcome;
 use crate::statefile;
@@ -45,6 +46,7 @@ pub fn run(root: &Root, config: &Config, opts: &Options) -> Result<Code> {
     root::require_root("finalize")?;
     let lock = FinalizeLock::take(root, opts.no_wait)?;
     let started = Instant::now();
+    settle_interrupted_swaps(root, config)?;
     let mut state = statefile::load(&lock)?;
     let mut total = Summary::default();
     let mut run_log: Option<RunLog> = None;
@@ -69,11 +71,11 @@ pub fn run(root: &Root, config: &Config, opts: &Options) -> Result<Code> {
         if round == 0 && opts.rescan {
             intents.push(Intent::Rescan);
         }
-        let interrupted = state.pairs.values().any(|p| p.result == Outcome::InProgress);
-        if intents.is_empty() && !(round == 0 && interrupted) {
+        let revisit = round == 0;
+        if intents.is_empty() && !(revisit && pipeline::state_wants_work(&state, opts.retry_failed)) {
             break; // the no-op path: a lock, the spool and the state, nothing else
         }
-        let p = pipeline::prepare(root, config, intents, state, opts.retry_failed)?;
+        let p = pipeline::prepare(root, config, intents, state, opts.retry_failed, revisit)?;
         state = p.state;
         for n in &p.plan.notes {
             log::info!("plan: {n}");
@@ -90,7 +92,7 @@ pub fn run(root: &Root, config: &Config, opts: &Options) -> Result<Code> {
             let ctx = Context {
                 lock: &lock,
                 config,
-                dkms: Dkms { program: config.dkms.clone(), root: root.clone() },
+                dkms: Dkms::new(&config.dkms, root),
                 depmod: Depmod { program: config.depmod.clone(), root: root.clone() },
                 inventory: &p.inventory,
                 run: &rl,
@@ -129,6 +131,25 @@ pub fn run(root: &Root, config: &Config, opts: &Options) -> Result<Code> {
         rotate_logs(root, config.keep_runs as usize);
     }
     Ok(if total.errors > 0 { Code::Failure } else { Code::Ok })
+}
+
+/// Finishes (or undoes) the rebuilds an interrupted run left half-swapped, so that every kernel has
+/// the old or the new build installed before anything is planned (executor/swap.rs), then runs
+/// depmod where that changed the installed modules.
+fn settle_interrupted_swaps(root: &Root, config: &Config) -> Result<()> {
+    if swap::pending(root).is_empty() {
+        return Ok(());
+    }
+    let log = Log::open(root, root.private_dir(paths::LOG_DIR)?.join("recover.log"))?;
+    let timeout = Duration::from_secs(config.job_timeout);
+    let kernels = swap::recover(&Dkms::new(&config.dkms, root), &log, timeout)?;
+    let depmod = Depmod { program: config.depmod.clone(), root: root.clone() };
+    for k in kernels {
+        if let Err(why) = depmod.run(&k, &log, timeout) {
+            ui::warn(format!("{why} (for {k})"));
+        }
+    }
+    Ok(())
 }
 
 fn merge(total: &mut Summary, s: Summary, plan: &Plan) {

@@ -189,6 +189,11 @@ pub fn registrations(root: &Root) -> anyhow::Result<Vec<Registration>> {
         .collect())
 }
 
+/// Whether `dir` (a host path) holds a complete dkms build: `module/` with module files in it.
+pub fn is_complete_build(root: &Root, dir: &Path) -> bool {
+    !dkms_tree::module_files(root, dir).is_empty()
+}
+
 /// A module while it is being scanned.
 struct Draft {
     module: Module,

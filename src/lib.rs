@@ -11,6 +11,7 @@ pub mod config;
 pub mod dkmsconf;
 pub mod executor;
 pub mod exit;
+pub mod failpoint;
 pub mod finalize;
 pub mod fingerprint;
 pub mod intent;

@@ -52,3 +52,6 @@ pub const GCC_LIB_DIRS: [&str; 2] = ["usr/lib/gcc", "usr/libexec/gcc"];
 /// The running kernel, as the host's /proc says (whatever the root).
 pub const PROC_OSRELEASE: &str = "/proc/sys/kernel/osrelease";
 pub const PROC_ARCH: &str = "/proc/sys/kernel/arch";
+
+/// Rebuilds in progress (`executor/swap.rs`): `SWAP_DIR/M/V/K/A`, inside the private state directory.
+pub const SWAP_DIR: &str = "var/lib/dkms-trigger/swap";

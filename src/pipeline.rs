@@ -9,7 +9,7 @@ use crate::plan::Plan;
 use crate::planner;
 use crate::root::Root;
 use crate::spool;
-use crate::state::State;
+use crate::state::{Outcome, State};
 use crate::statefile;
 use crate::ui;
 use anyhow::Result;
@@ -22,13 +22,15 @@ pub struct Prepared {
     pub plan: Plan,
 }
 
-/// Scans the system and plans `intents` against `state`.
+/// Scans the system and plans `intents` against `state`; `revisit` also plans what the state asks
+/// for (interrupted pairs, failures to retry: `planner::Input::revisit`).
 pub fn prepare(
     root: &Root,
     config: &Config,
     intents: Vec<Intent>,
     state: State,
     retry_failed: bool,
+    revisit: bool,
 ) -> Result<Prepared> {
     let inventory = inventory::scan(root, config)?;
     let plan = planner::plan(&planner::Input {
@@ -37,8 +39,19 @@ pub fn prepare(
         state: &state,
         config,
         retry_failed,
+        revisit,
     });
     Ok(Prepared { intents, state, inventory, plan })
+}
+
+/// Whether the state asks a finalize to run even without pending intents: a pair interrupted, a
+/// failure that was not the module's, or with `retry_failed` any failure.
+pub fn state_wants_work(state: &State, retry_failed: bool) -> bool {
+    state.pairs.values().any(|p| match p.result {
+        Outcome::InProgress => true,
+        Outcome::Failed => retry_failed || p.transient,
+        _ => false,
+    })
 }
 
 /// What a finalize would do now, read without locking or changing anything (`plan`, `status`,
@@ -52,5 +65,5 @@ pub fn preview(root: &Root, config: &Config, rescan: bool, retry_failed: bool) -
     if rescan {
         intents.push(Intent::Rescan);
     }
-    prepare(root, config, intents, statefile::read(root)?, retry_failed)
+    prepare(root, config, intents, statefile::read(root)?, retry_failed, true)
 }

@@ -25,6 +25,10 @@ pub struct Input<'a> {
     pub config: &'a Config,
     /// Retry pairs that failed before with the same inputs (`--retry-failed`).
     pub retry_failed: bool,
+    /// Also plan the pairs the state itself asks for: interrupted ones, failures that were not the
+    /// module's (transient), and with `retry_failed` every failure. Once per finalize (its first
+    /// round), so that a failure is not retried again in the same run.
+    pub revisit: bool,
 }
 
 /// How hard a want pushes: merged wants keep the strongest.
@@ -57,7 +61,10 @@ pub fn plan(input: &Input) -> Plan {
     for (idx, intent) in input.intents.iter().enumerate() {
         p.apply(idx, intent);
     }
-    p.interrupted_pairs();
+    if input.revisit {
+        p.interrupted_pairs();
+        p.failed_pairs();
+    }
     p.finish()
 }
 
@@ -370,6 +377,35 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// Pairs whose last attempt failed and that are tried again now: every one with
+    /// `--retry-failed`, otherwise those whose failure was not the module's (a timeout, a signal,
+    /// a full disk). A pair whose rebuild failed (its previous build is still there) is rebuilt.
+    fn failed_pairs(&mut self) {
+        let retry_all = self.input.retry_failed;
+        let pairs: Vec<_> = self
+            .input
+            .state
+            .pairs
+            .iter()
+            .filter(|(_, s)| s.result == Outcome::Failed && (retry_all || s.transient))
+            .map(|(k, s)| (k.clone(), s.transient))
+            .collect();
+        for (k, transient) in pairs {
+            let Some(m) = self.inv.modules.get(&(k.module.clone(), k.version.clone())) else { continue };
+            if !self.inv.kernels.contains_key(&k.kernel) {
+                continue;
+            }
+            let has_build = m.builds.contains_key(&(k.kernel.clone(), k.arch.clone()));
+            let mode = if has_build { Mode::Force } else { Mode::Ensure };
+            let (class, reason) = if transient {
+                (EventClass::Kernel, "retry: the last attempt failed for a reason not the module's".to_string())
+            } else {
+                (EventClass::Module, "retry of a failed pair (--retry-failed)".to_string())
+            };
+            self.want(&k.kernel, &k.module, Some(&k.version), mode, class, reason, None, true);
+        }
+    }
+
     /// Whether the pair's build inputs changed since it was built: the changed parts, or None.
     fn stale(&self, m: &Module, kernel: &str, arch: &str, print: Option<&Fingerprint>) -> Option<Vec<String>> {
         let cur = print?;
@@ -447,7 +483,7 @@ impl<'a> Planner<'a> {
         job.print = print.clone();
         let prev = self.input.state.get(name, &w.version, kernel, &k.arch);
         if w.mode != Mode::Force && !w.retry && !self.input.retry_failed {
-            if let Some(ps) = prev.filter(|s| s.result == Outcome::Failed) {
+            if let Some(ps) = prev.filter(|s| s.result == Outcome::Failed && !s.transient) {
                 let same = match (&ps.fingerprint, &print) {
                     (Some(a), Some(b)) => a.changed_parts(b).is_empty(),
                     _ => true,

@@ -5,6 +5,7 @@
 
 use crate::backend::{Deadline, Depmod, Dkms, Step, Target};
 use crate::config::Config;
+use crate::executor::swap;
 use crate::intent::Intent;
 use crate::inventory;
 use crate::lock::FinalizeLock;
@@ -47,7 +48,7 @@ impl<'a> Ctx<'a> {
         Ok(Ctx {
             root,
             config,
-            dkms: Dkms { program: config.dkms.clone(), root: root.clone() },
+            dkms: Dkms::new(&config.dkms, root),
             depmod: Depmod { program: config.depmod.clone(), root: root.clone() },
             log,
         })
@@ -86,6 +87,7 @@ pub fn remove_kernel(root: &Root, config: &Config, kernel: &str) -> Result<usize
             )),
         }
     }
+    swap::forget(root, None, Some(kernel));
     drop_intents(root, |i| narrow_without_kernel(i, kernel))?;
     let mut state = statefile::load(&lock)?;
     state.pairs.retain(|k, _| k.kernel != kernel);
@@ -109,6 +111,7 @@ pub fn remove_module(root: &Root, config: &Config, module: &str, version: &str) 
             ui::warn(format!("could not remove {module}/{version}: {why}"));
         }
     }
+    swap::forget(root, Some((module, version)), None);
     drop_intents(root, |i| match i {
         Intent::ModuleChanged { module: m, version: v } | Intent::Deferred { module: m, version: v, .. }
             if m == module && v == version =>

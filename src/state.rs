@@ -53,6 +53,10 @@ pub struct PairState {
     pub log: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<Fingerprint>,
+    /// A failure that was not the module's (a timeout, a signal, a full disk, a log that could not
+    /// be written): the next finalize retries it by itself.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub transient: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -137,6 +141,7 @@ mod tests {
                 run: Some("r1".into()),
                 log: None,
                 fingerprint: Some(fp),
+                transient: false,
             },
         );
         s.pairs.insert(
@@ -148,6 +153,7 @@ mod tests {
                 run: None,
                 log: Some("var/log/dkms-trigger/r1/bad.log".into()),
                 fingerprint: None,
+                transient: false,
             },
         );
         let text = s.render();

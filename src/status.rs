@@ -3,7 +3,7 @@
 
 use crate::inventory::Inventory;
 use crate::plan::{Action, Plan, SkipKind};
-use crate::state::{Outcome, State};
+use crate::state::{Outcome, PairState, State};
 use crate::version;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -178,11 +178,23 @@ fn pair(inv: &Inventory, state: &State, pending: &Plan, name: &str, versions: &[
             }
         }
         if let Some((rv, s)) = recorded {
-            if s.result == Outcome::Failed {
+            if s.result == Outcome::Failed && rv == v {
+                // Its own rebuild failed: the previous build is still the installed one.
+                p.cell = Cell::Stale;
+                p.detail = Some(format!(
+                    "rebuild failed, previous build kept: {}; {}",
+                    s.reason.clone().unwrap_or_default(),
+                    retry_note(s)
+                ));
+                p.log = s.log.clone();
+            } else if s.result == Outcome::Failed {
                 // An older version still works but the newer one failed: say both.
                 p.cell = Cell::Failed;
-                p.detail =
-                    Some(format!("{name}/{rv}: {} (still installed: {v})", s.reason.clone().unwrap_or_default()));
+                p.detail = Some(format!(
+                    "{name}/{rv}: {} (still installed: {v}); {}",
+                    s.reason.clone().unwrap_or_default(),
+                    retry_note(s)
+                ));
                 p.log = s.log.clone();
             } else if p.log.is_none() {
                 p.log = s.log.clone();
@@ -195,7 +207,10 @@ fn pair(inv: &Inventory, state: &State, pending: &Plan, name: &str, versions: &[
         p.log = s.log.clone();
         p.detail = s.reason.clone();
         p.cell = match s.result {
-            Outcome::Failed => Cell::Failed,
+            Outcome::Failed => {
+                p.detail = Some(format!("{}; {}", s.reason.clone().unwrap_or_default(), retry_note(s)));
+                Cell::Failed
+            }
             Outcome::Unsupported => Cell::Unsupported,
             Outcome::Deferred => Cell::Deferred,
             Outcome::InProgress => {
@@ -245,6 +260,15 @@ fn pair(inv: &Inventory, state: &State, pending: &Plan, name: &str, versions: &[
         }
     }
     p
+}
+
+/// When a failed pair is tried again.
+fn retry_note(s: &PairState) -> &'static str {
+    if s.transient {
+        "not the module's own failure: the next finalize retries it"
+    } else {
+        "retried when its inputs change, or with `dkms-trigger finalize --retry-failed`"
+    }
 }
 
 impl std::fmt::Display for Table {

@@ -25,6 +25,9 @@ pub enum Step {
     },
     /// Anything else, with the code and the output's last lines.
     Failed(String),
+    /// The step did not fail because of the module: a timeout, a signal, a full disk. Not held
+    /// against the module's inputs: the next finalize tries again by itself.
+    Transient(String),
 }
 
 impl Step {
@@ -36,7 +39,11 @@ impl Step {
     pub fn text(&self) -> String {
         match self {
             Step::Ok => "ok".into(),
-            Step::Unsupported(w) | Step::NoHeaders(w) | Step::DependencyMissing(w) | Step::Failed(w) => w.clone(),
+            Step::Unsupported(w)
+            | Step::NoHeaders(w)
+            | Step::DependencyMissing(w)
+            | Step::Failed(w)
+            | Step::Transient(w) => w.clone(),
             Step::BuildFailed { reason, .. } => reason.clone(),
         }
     }
@@ -47,6 +54,9 @@ impl Step {
 pub struct Dkms {
     pub program: String,
     pub root: Root,
+    /// A dkms tree of its own (`--dkmstree`) instead of the root's var/lib/dkms: where rebuilds are
+    /// staged so that the installed build stays until the new one exists.
+    tree: Option<PathBuf>,
 }
 
 /// A (module, version, kernel, arch) as dkms arguments.
@@ -61,12 +71,29 @@ pub struct Target<'a> {
 }
 
 impl Dkms {
+    pub fn new(program: &str, root: &Root) -> Dkms {
+        Dkms { program: program.to_string(), root: root.clone(), tree: None }
+    }
+
+    /// The same dkms working on the dkms tree `tree` (a host path inside the root); sources and
+    /// installed modules stay the root's.
+    pub fn staged(&self, tree: &Path) -> Dkms {
+        Dkms { tree: Some(tree.to_path_buf()), ..self.clone() }
+    }
+
+    /// The dkms tree this dkms works on.
+    pub fn tree(&self) -> PathBuf {
+        self.tree.clone().unwrap_or_else(|| self.root.path(paths::DKMS_TREE))
+    }
+
     fn cmd(&self, action: &str) -> Cmd {
         let mut c = Cmd::new(&self.program).arg(action);
+        if !self.root.is_host() || self.tree.is_some() {
+            c = c.arg(format!("--dkmstree={}", self.tree().display()));
+        }
         if !self.root.is_host() {
             // An alternate root: point dkms's trees into it (dkms has no --root of its own).
             c = c
-                .arg(format!("--dkmstree={}", self.root.path(paths::DKMS_TREE).display()))
                 .arg(format!("--sourcetree={}", self.root.path(paths::SOURCE_TREE).display()))
                 .arg(format!("--installtree={}", self.root.path(paths::MODULE_DIRS[0]).display()));
         }
@@ -86,21 +113,21 @@ impl Dkms {
         let ran = self.cmd("add").args(["-m", module, "-v", version]).timeout(d.remaining()).run(log)?;
         Ok(match ran.code {
             Some(0) | Some(3) if !ran.timed_out => Step::Ok,
-            _ => Step::Failed(ran.explain()),
+            _ => failure(&ran),
         })
     }
 
     /// `dkms unbuild` (removes the build and the installed copy for one kernel).
     pub fn unbuild(&self, t: &Target, log: &Log, d: Deadline) -> Result<Step> {
         let ran = self.mvka(self.cmd("unbuild"), t).arg("--no-depmod").timeout(d.remaining()).run(log)?;
-        Ok(if ran.ok() || not_there(&ran) { Step::Ok } else { Step::Failed(ran.explain()) })
+        Ok(if ran.ok() || not_there(&ran) { Step::Ok } else { failure(&ran) })
     }
 
     /// `dkms build ... -j N`.
     pub fn build(&self, t: &Target, make_jobs: u32, log: &Log, d: Deadline) -> Result<Step> {
         let ran =
             self.mvka(self.cmd("build"), t).args(["-j", &make_jobs.to_string()]).timeout(d.remaining()).run(log)?;
-        let make_log = self.root.path(format!("{}/{}/{}/build/make.log", paths::DKMS_TREE, t.module, t.version));
+        let make_log = self.tree().join(format!("{}/{}/build/make.log", t.module, t.version));
         let make_log = self.root.exists(&make_log).then_some(make_log);
         Ok(classify_build(&ran, t.headers.is_some(), make_log))
     }
@@ -111,14 +138,14 @@ impl Dkms {
         Ok(match ran.code {
             Some(0) if !ran.timed_out => Step::Ok,
             Some(77) => Step::Unsupported(last_line(&ran)),
-            _ => Step::Failed(ran.explain()),
+            _ => failure(&ran),
         })
     }
 
     /// `dkms uninstall` of one version for one kernel (before installing another version).
     pub fn uninstall(&self, t: &Target, log: &Log, d: Deadline) -> Result<Step> {
         let ran = self.mvka(self.cmd("uninstall"), t).arg("--no-depmod").timeout(d.remaining()).run(log)?;
-        Ok(if ran.ok() || not_there(&ran) { Step::Ok } else { Step::Failed(ran.explain()) })
+        Ok(if ran.ok() || not_there(&ran) { Step::Ok } else { failure(&ran) })
     }
 
     /// `dkms remove -m M -v V --all`: every build of a module version and its registration.
@@ -128,19 +155,37 @@ impl Dkms {
             .args(["-m", module, "-v", version, "--all", "--no-depmod"])
             .timeout(d.remaining())
             .run(log)?;
-        Ok(if ran.ok() || not_there(&ran) { Step::Ok } else { Step::Failed(ran.explain()) })
+        Ok(if ran.ok() || not_there(&ran) { Step::Ok } else { failure(&ran) })
     }
 
     /// Whether `M/V` is registered now (an earlier job of the same module may have added it since
     /// the inventory was read).
     pub fn is_registered(&self, module: &str, version: &str) -> bool {
-        self.root.exists(format!("{}/{module}/{version}/source", paths::DKMS_TREE))
+        self.root.exists(self.tree().join(format!("{module}/{version}/source")))
+    }
+
+    /// Where dkms keeps the build of a target: `TREE/M/V/K/A`.
+    pub fn build_dir(&self, t: &Target) -> PathBuf {
+        self.tree().join(format!("{}/{}/{}/{}", t.module, t.version, t.kernel, t.arch))
     }
 }
+
+/// What programs print when a write fails for lack of space (ENOSPC's strerror).
+pub const DISK_FULL: &str = "No space left on device";
 
 /// dkms exits 3 for "not added / not built / not installed": nothing to undo.
 fn not_there(ran: &Ran) -> bool {
     ran.code == Some(3) && !ran.timed_out
+}
+
+/// A step that did not succeed: transient when it was cut short (a timeout, a signal) or the disk
+/// was full, a failure otherwise.
+fn failure(ran: &Ran) -> Step {
+    if ran.timed_out || ran.code.is_none() || ran.output_tail(16 * 1024).contains(DISK_FULL) {
+        Step::Transient(ran.explain())
+    } else {
+        Step::Failed(ran.explain())
+    }
 }
 
 fn last_line(ran: &Ran) -> String {
@@ -149,8 +194,11 @@ fn last_line(ran: &Ran) -> String {
 
 /// Maps `dkms build`'s exit status (dkms.md, "Exit codes").
 pub fn classify_build(ran: &Ran, has_headers: bool, make_log: Option<PathBuf>) -> Step {
-    if ran.timed_out {
-        return Step::Failed(ran.explain());
+    if ran.timed_out || ran.code.is_none() {
+        return Step::Transient(ran.explain());
+    }
+    if ran.output_tail(64 * 1024).contains(DISK_FULL) {
+        return Step::Transient(format!("{} (the disk is full)", ran.explain()));
     }
     match ran.code {
         Some(0) => Step::Ok,
@@ -222,7 +270,7 @@ mod tests {
     #[test]
     fn alternate_root_points_dkms_trees_into_it() {
         let t = tempfile::tempdir().unwrap();
-        let d = Dkms { program: "dkms".into(), root: Root::open(t.path()).unwrap() };
+        let d = Dkms::new("dkms", &Root::open(t.path()).unwrap());
         let target =
             Target { module: "m", version: "1", kernel: "k", arch: "x86_64", headers: Some(Path::new("/r/usr/src/h")) };
         let shown = d.mvka(d.cmd("build"), &target).display();
@@ -231,7 +279,7 @@ mod tests {
             "{shown}"
         );
         assert!(shown.ends_with("-m m -v 1 -k k -a x86_64 --kernelsourcedir=/r/usr/src/h"), "{shown}");
-        let host = Dkms { program: "dkms".into(), root: Root::open(Path::new("/")).unwrap() };
+        let host = Dkms::new("dkms", &Root::open(Path::new("/")).unwrap());
         assert_eq!(host.mvka(host.cmd("build"), &target).display(), "dkms build -m m -v 1 -k k -a x86_64");
     }
 }

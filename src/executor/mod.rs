@@ -5,6 +5,7 @@
 mod job;
 mod post;
 mod sink;
+pub mod swap;
 
 use crate::backend::{Depmod, Dkms};
 use crate::config::Config;

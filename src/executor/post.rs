@@ -119,7 +119,7 @@ mod tests {
         let ctx = Context {
             lock: &lock,
             config: &config,
-            dkms: Dkms { program: "true".into(), root: root.clone() },
+            dkms: Dkms::new("true", &root),
             depmod: Depmod { program: "echo".into(), root: root.clone() },
             inventory: &inventory,
             run: &run,

@@ -23,6 +23,8 @@ pub struct JobReport {
     pub duration: Duration,
     /// Counted towards the exit status (failure under an "error" policy).
     pub error: bool,
+    /// A failure that is not the module's: retried by the next finalize.
+    pub transient: bool,
 }
 
 /// What a run did.
@@ -79,8 +81,15 @@ impl<'a> Sink<'a> {
             Action::Fail { reason } => (Outcome::Failed, reason.clone()),
             _ => unreachable!("only jobs that run nothing"),
         };
-        let report =
-            JobReport { index: i, outcome, detail: Some(detail), log: None, duration: Duration::ZERO, error: false };
+        let report = JobReport {
+            index: i,
+            outcome,
+            detail: Some(detail),
+            log: None,
+            duration: Duration::ZERO,
+            error: false,
+            transient: false,
+        };
         self.report(j, report, None);
     }
 
@@ -98,6 +107,7 @@ impl<'a> Sink<'a> {
                 log: None,
                 // Keep what was known, so an interrupted job does not forget the last good build.
                 fingerprint: previous.and_then(|p| p.fingerprint),
+                transient: false,
             },
         );
         self.store()
@@ -114,6 +124,7 @@ impl<'a> Sink<'a> {
             log: None,
             duration: Duration::ZERO,
             error: false,
+            transient: false,
         };
         self.report(j, report, Some(self.finished));
         self.store()
@@ -143,6 +154,7 @@ impl<'a> Sink<'a> {
             log,
             duration: done.duration,
             error: false,
+            transient: done.transient,
         };
         self.report(j, report, Some(self.finished));
         if let (Action::ReplaceOldVersion { old }, true) = (&j.action, ok) {
@@ -197,6 +209,7 @@ impl<'a> Sink<'a> {
                 run: Some(self.ctx.run.id.clone()),
                 log: report.log.clone(),
                 fingerprint,
+                transient: report.transient,
             },
         );
         if report.error {
@@ -236,10 +249,11 @@ fn announce(
         Outcome::Deferred => ui::info(format!("{what} ... deferred: {detail}")),
         Outcome::Failed => {
             ui::info(format!("{what} ... FAILED{secs}"));
+            let retry = if r.transient { " (not the module's own failure: the next finalize tries again)" } else { "" };
             match policy {
-                Policy::Warn => ui::warn(format!("{mv} failed for {}: {detail}{log}", j.kernel)),
+                Policy::Warn => ui::warn(format!("{mv} failed for {}: {detail}{log}{retry}", j.kernel)),
                 Policy::Error => {
-                    eprintln!("error: {mv} failed for {}: {detail}{log}", j.kernel);
+                    eprintln!("error: {mv} failed for {}: {detail}{log}{retry}", j.kernel);
                     r.error = true;
                 }
             }

@@ -48,6 +48,16 @@ pub(crate) fn ko_stem(file_name: &str) -> Option<&str> {
     KO_SUFFIXES.iter().find_map(|s| file_name.strip_suffix(s)).filter(|stem| !stem.is_empty())
 }
 
+/// The module files (`foo.ko`, `foo.ko.xz`) of the build directory `base` (`M/V/K/A`, a host path).
+pub(crate) fn module_files(root: &Root, base: &Path) -> Vec<String> {
+    entries(root, &base.join("module"))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(f, _)| f)
+        .filter(|f| ko_stem(f).is_some())
+        .collect()
+}
+
 /// Every registered module version.
 pub(crate) fn scan(root: &Root, notes: &mut Vec<String>) -> anyhow::Result<Vec<Registered>> {
     let Ok(tree) = resolve(root, Path::new(DKMS_TREE)) else { return Ok(Vec::new()) };
@@ -185,12 +195,7 @@ fn builds(
                 continue;
             }
             reg.present.insert((k.clone(), a.clone()));
-            let kos: Vec<String> = entries(root, &module)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(f, _)| f)
-                .filter(|f| ko_stem(f).is_some())
-                .collect();
+            let kos = module_files(root, &base);
             if kos.is_empty() {
                 notes.push(format!(
                     "{}: no module files (interrupted dkms 3.0.10 build?); not counted as built",

@@ -100,6 +100,7 @@ impl Sys {
                 run: Some("r0".into()),
                 log: None,
                 fingerprint: print,
+                transient: false,
             },
         );
     }
@@ -127,7 +128,14 @@ impl Sys {
     }
 
     fn plan_with(&self, intents: &[Intent], retry_failed: bool) -> Plan {
-        plan(&Input { intents, inventory: &self.inv, state: &self.state, config: &self.config, retry_failed })
+        plan(&Input {
+            intents,
+            inventory: &self.inv,
+            state: &self.state,
+            config: &self.config,
+            retry_failed,
+            revisit: true,
+        })
     }
 }
 
@@ -805,4 +813,52 @@ fn plan_renders_grouped_by_kernel_with_reasons() {
         text.contains("kernel 6.1.0-47-amd64 (x86_64):\n  build   hello/1.0  rescan\n  then: depmod, initramfs"),
         "{text}"
     );
+}
+
+#[test]
+fn retry_failed_retries_every_failure_even_with_no_pending_intent() {
+    let mut s = two_kernels_hello();
+    s.installed("hello", "1.0", K1);
+    let print = s.inv.pair_print(&s.inv.modules[&("hello".into(), "1.0".into())], K2);
+    s.record("hello", "1.0", K2, Outcome::Failed, print);
+    assert!(s.plan(&[]).jobs.is_empty(), "a failure of the module's own is not retried by itself");
+    let p = s.plan_with(&[], true);
+    assert_eq!(lines(&p), vec!["build hello/1.0 6.1.0-47-amd64"]);
+    assert_eq!(p.jobs[0].class, EventClass::Module, "asked for by the administrator: a failure is an error");
+}
+
+#[test]
+fn a_failed_rebuild_with_the_previous_build_kept_is_rebuilt_on_retry() {
+    let mut s = two_kernels_hello();
+    s.installed("hello", "1.0", K2);
+    let print = s.inv.pair_print(&s.inv.modules[&("hello".into(), "1.0".into())], K2);
+    s.record("hello", "1.0", K2, Outcome::Failed, print);
+    assert!(s.plan(&[headers(K1, false)]).jobs.iter().all(|j| j.kernel != K2));
+    assert_eq!(lines(&s.plan_with(&[], true)), vec!["rebuild hello/1.0 6.1.0-47-amd64"]);
+}
+
+#[test]
+fn failures_that_were_not_the_modules_are_retried_by_the_next_finalize_by_themselves() {
+    let mut s = two_kernels_hello();
+    s.installed("hello", "1.0", K1);
+    let print = s.inv.pair_print(&s.inv.modules[&("hello".into(), "1.0".into())], K2);
+    s.record("hello", "1.0", K2, Outcome::Failed, print);
+    let key = PairKey { module: "hello".into(), version: "1.0".into(), kernel: K2.into(), arch: "x86_64".into() };
+    s.state.pairs.get_mut(&key).unwrap().transient = true;
+    let p = s.plan(&[]);
+    assert_eq!(lines(&p), vec!["build hello/1.0 6.1.0-47-amd64"]);
+    assert_eq!(p.jobs[0].class, EventClass::Kernel, "an automatic retry only warns when it fails again");
+    assert!(p.jobs[0].reasons.iter().any(|r| r.contains("not the module's")), "{:?}", p.jobs[0].reasons);
+    // A rescan, which would skip a same-input failure, retries it too.
+    assert_eq!(lines(&s.plan(&[Intent::Rescan])), vec!["build hello/1.0 6.1.0-47-amd64"]);
+    // Only in a finalize's first round: later rounds do not retry it again.
+    let later = plan(&Input {
+        intents: &[],
+        inventory: &s.inv,
+        state: &s.state,
+        config: &s.config,
+        retry_failed: false,
+        revisit: false,
+    });
+    assert!(later.jobs.is_empty());
 }

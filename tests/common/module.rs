@@ -42,6 +42,8 @@ pub struct Module {
     build_exclusive_kernel: Option<String>,
     outcome: Outcome,
     slow_secs: u32,
+    /// (path, seconds): the build fails while `path` exists (seconds 0), or hangs that long.
+    while_flag: Option<(String, u32)>,
     extra_conf: Vec<String>,
     module_version_tag: bool,
 }
@@ -62,6 +64,7 @@ impl Module {
             build_exclusive_kernel: None,
             outcome: Outcome::Builds,
             slow_secs: 0,
+            while_flag: None,
             extra_conf: Vec::new(),
             module_version_tag: true,
         }
@@ -130,6 +133,19 @@ impl Module {
         self
     }
 
+    /// The build fails (make exits 1, so dkms 10) while the file `path` exists in the world: a
+    /// cause the test can remove to make the same source build again.
+    pub fn broken_while(mut self, path: &str) -> Module {
+        self.while_flag = Some((path.to_string(), 0));
+        self
+    }
+
+    /// The build hangs for `secs` while the file `path` exists in the world.
+    pub fn hangs_while(mut self, path: &str, secs: u32) -> Module {
+        self.while_flag = Some((path.to_string(), secs));
+        self
+    }
+
     /// No `MODULE_VERSION()` in the C file. dkms 3.0.10 then refuses to replace an installed copy
     /// of the module by any other version ("exactly matches"), as it does for equal versions.
     pub fn without_module_version(mut self) -> Module {
@@ -193,7 +209,15 @@ impl Module {
     pub fn makefile(&self) -> String {
         let obj = self.object();
         let tag = format!("{} {} $(KERNELRELEASE)", self.name, self.version);
-        let sleep = if self.slow_secs > 0 { format!("\t@sleep {}\n", self.slow_secs) } else { String::new() };
+        let mut sleep = if self.slow_secs > 0 { format!("\t@sleep {}\n", self.slow_secs) } else { String::new() };
+        match &self.while_flag {
+            Some((flag, 0)) => {
+                sleep +=
+                    &format!("\t@if [ -e {flag} ]; then echo 'broken on purpose while {flag} exists' >&2; exit 1; fi\n")
+            }
+            Some((flag, secs)) => sleep += &format!("\t@if [ -e {flag} ]; then sleep {secs}; fi\n"),
+            None => {}
+        }
         format!(
             "# Generated test module (dkms-trigger tests/common/module.rs); read by Kbuild.\n\
              obj-m := {obj}.o\n\
