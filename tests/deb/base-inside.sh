@@ -1,8 +1,11 @@
 #!/bin/bash
-# Runs INSIDE the Debian 12 chroot that tests/deb/base.sh builds (an mmdebstrap customize hook):
-# chooses the two newest linux-headers-<ABI>-<arch> packages the archive offers, installs the older
-# one (K1) and has apt download the newer one (K2, installed by the tests themselves), and writes
-# the choice to /etc/dkms-trigger-tests/kernels ("K1 K2").
+# Runs INSIDE the Debian chroot that tests/deb/base.sh builds (an mmdebstrap customize hook), on
+# any release: chooses the two newest linux-headers-<ABI>-<arch> packages the archive offers,
+# installs the older one (K1) and has apt download the newer one (K2, installed by the tests
+# themselves, with whatever it depends on: on Debian 13 its kernel image and its own kbuild), and
+# writes the choice to /etc/dkms-trigger-tests/kernels ("K1 K2") and the name of K1's
+# linux-kbuild package (linux-kbuild-6.1 on Debian 12, linux-kbuild-<K1's ABI> on Debian 13) to
+# /etc/dkms-trigger-tests/kbuild.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 say() { echo "base-inside: $*" >&2; }

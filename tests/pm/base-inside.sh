@@ -1,5 +1,5 @@
 #!/bin/bash
-# Runs INSIDE the Debian 12 root that tests/pm/base.sh builds (an mmdebstrap customize hook).
+# Runs INSIDE the Debian root that tests/pm/base.sh builds (an mmdebstrap customize hook).
 # Chooses the two newest installable linux-headers-<ABI>-<arch> packages (the rule of
 # tests/setup/install-deps.sh), installs what their trees need (the -common trees, linux-kbuild,
 # the compiler package) but NOT the linux-headers-K packages themselves: their files are unpacked
@@ -16,10 +16,12 @@ k1=${chosen[0]#linux-headers-}
 k2=${chosen[1]#linux-headers-}
 say "kernels: $k1 $k2"
 
-# Everything linux-headers-K depends on, for both kernels.
+# Everything linux-headers-K depends on, for both kernels, except the kernel image (Debian 13's
+# headers depend on it): the rpm and pacman tests install their own kernel packages, and a Debian
+# image would bring initramfs-tools and its hooks into a root that stands for Fedora or Arch.
 deps=$(for k in "$k1" "$k2"; do
     apt-cache depends --no-recommends --no-suggests "linux-headers-$k" | sed -n 's/^ *Depends: *//p'
-done | grep -v '^<' | sort -u)
+done | grep -v -e '^<' -e '^linux-image-' | sort -u)
 # shellcheck disable=SC2086
 apt-get install -y -q $deps
 
