@@ -2,9 +2,9 @@
 # Runs INSIDE the Debian chroot that tests/deb/base.sh builds (an mmdebstrap customize hook), on
 # any release: chooses the two newest linux-headers-<ABI>-<arch> packages the archive offers,
 # installs the older one (K1) and has apt download the newer one (K2, installed by the tests
-# themselves, with whatever it depends on: on Debian 13 its kernel image and its own kbuild), and
-# writes the choice to /etc/dkms-trigger-tests/kernels ("K1 K2") and the name of K1's
-# linux-kbuild package (linux-kbuild-6.1 on Debian 12, linux-kbuild-<K1's ABI> on Debian 13) to
+# themselves, with whatever it depends on: on Debian 13 its kernel image and its own kbuild); K1's
+# kernel image is downloaded too. Writes the choice to /etc/dkms-trigger-tests/kernels ("K1 K2")
+# and the name of K1's linux-kbuild package (linux-kbuild-6.1 on Debian 12, linux-kbuild-<K1's ABI> on Debian 13) to
 # /etc/dkms-trigger-tests/kbuild.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -32,6 +32,9 @@ apt-get clean
 common1=$(dpkg-query -W -f='${Depends}' "linux-headers-$k1" | tr ',' '\n' | sed -n 's/^ *\(linux-headers-[^ ]*-common\).*/\1/p')
 kbuild=$(dpkg-query -W -f='${Depends}' "linux-headers-$k1" | tr ',' '\n' | sed -n 's/^ *\(linux-kbuild-[^ ]*\).*/\1/p')
 apt-get install -y --reinstall --download-only "linux-headers-$k1" "$common1" "$kbuild"
+# K1's kernel image, for the image (re)install scenario: installed with the headers on Debian 13
+# (kept for a reinstall), not installed on Debian 12 (a first install).
+apt-get install -y --reinstall --download-only "linux-image-$k1"
 apt-get install -y --download-only "linux-headers-$k2"
 ls /var/cache/apt/archives/*.deb >&2
 
