@@ -1020,3 +1020,64 @@ fn dkms_behaves_as_the_product_expects_of_its_version(rel: Rel) {
     assert_eq!(fact("source_link"), "/usr/src/probe-1.0", "{ctx}");
     assert_eq!(fact("stopped_registered"), "no", "common.postinst honours /etc/dkms/no-autoinstall: {ctx}");
 }
+
+/// tests/setup/apt-sources.sh, which gives every test root its archive: the host's enabled `deb`
+/// entries of its own release, in both formats, re-targeted at the suite; disabled ones, other file
+/// names, deb-src, backports and third-party repositories left out; a clear error when nothing is
+/// usable. (Runs on made-up apt directories: the host's own is what the other tests use.)
+#[test]
+fn test_roots_take_their_archive_from_the_hosts_apt_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let apt = dir.path();
+    std::fs::create_dir_all(apt.join("sources.list.d")).unwrap();
+    let sources = |suite: &str| {
+        run(Command::new(repo().join("tests/setup/apt-sources.sh"))
+            .arg(suite)
+            .env("DKMS_TRIGGER_TEST_APT_DIR", apt)
+            .env("DKMS_TRIGGER_TEST_HOST_CODENAME", "bookworm"))
+    };
+    let write = |name: &str, text: &str| std::fs::write(apt.join(name), text).unwrap();
+
+    // Nothing at all, then only disabled entries: an error that says where it looked.
+    let o = sources("trixie");
+    assert_eq!(o.code, 1, "{}", o.show());
+    assert!(o.stderr.contains("no enabled 'deb' entry for bookworm"), "{}", o.show());
+    write(
+        "sources.list.d/off.sources",
+        "Types: deb\nURIs: http://off.invalid/debian\nSuites: bookworm\nComponents: main\nEnabled: no\n",
+    );
+    write("sources.list.d/farm.list.disabled", "deb http://disabled.invalid/debian bookworm main\n");
+    let o = sources("trixie");
+    assert_eq!(o.code, 1, "{}", o.show());
+    assert!(o.stderr.contains("off.sources"), "names the files it read: {}", o.show());
+
+    // deb822 (two stanzas, a continuation line, a third-party one) and one-line entries.
+    write(
+        "sources.list.d/debian.sources",
+        "# comment\nTypes: deb deb-src\nURIs: http://mirror.invalid/debian\nSuites: bookworm\n bookworm-updates bookworm-backports\n\
+         Components: main contrib\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n\
+         Types: deb\nURIs: http://mirror.invalid/debian-security\nSuites: bookworm-security\nComponents: main\n\n\
+         Types: deb\nURIs: http://vendor.invalid/apt\nSuites: nodistro\nComponents: main\n",
+    );
+    write(
+        "sources.list",
+        "# deb http://commented.invalid/debian bookworm main\ndeb-src http://src.invalid/debian bookworm main\n\
+         deb [signed-by=/k.gpg arch=amd64] http://other.invalid/debian bookworm main\n\
+         deb http://vendor.invalid/apt cloud-sdk-bookworm main\n",
+    );
+    let o = sources("trixie");
+    assert_eq!(o.code, 0, "{}", o.show());
+    let mut got: Vec<&str> = o.stdout.lines().collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "deb http://mirror.invalid/debian trixie main contrib",
+            "deb http://mirror.invalid/debian trixie-updates main contrib",
+            "deb http://mirror.invalid/debian-security trixie-security main",
+            "deb http://other.invalid/debian trixie main",
+        ],
+        "{}",
+        o.show()
+    );
+}
