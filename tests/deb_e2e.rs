@@ -531,8 +531,19 @@ fn deb_builds_and_lintian_reports_no_errors_and_only_accepted_warnings(rel: Rel)
                      $(sed -n 's/^Build-Depends: *//p' /dkms-trigger-src/debian/control | tr -d ',' | sed 's/([^)]*)//g')",
             );
             deps.ok("installing the declared Build-Depends from the release's archive");
+            // cargo fetches the crates over HTTPS: the chroot trusts what the host trusts (a
+            // machine may reach crates.io through a proxy with its own certificate authority).
+            let ca = ["CARGO_HTTP_CAINFO", "SSL_CERT_FILE"]
+                .iter()
+                .filter_map(std::env::var_os)
+                .map(PathBuf::from)
+                .find(|p| p.is_file())
+                .unwrap_or_else(|| PathBuf::from("/etc/ssl/certs/ca-certificates.crt"));
+            std::fs::create_dir_all(stage.dir.join("upper/root")).unwrap();
+            std::fs::copy(&ca, stage.dir.join("upper/root/host-ca.crt")).unwrap_or_else(|e| panic!("copying {}: {e}", ca.display()));
             let build = stage.sh(
-                "mkdir -p /root/src/dkms-trigger && cd /root/src/dkms-trigger
+                "export CARGO_HTTP_CAINFO=/root/host-ca.crt
+                 mkdir -p /root/src/dkms-trigger && cd /root/src/dkms-trigger
                  tar -C /dkms-trigger-src --exclude=./target --exclude=./dist --exclude=./.git --exclude='./.tmp*' \
                      --exclude=./debian/dkms-trigger --exclude=./debian/.debhelper -cf - . | tar -xf -
                  dpkg-checkbuilddeps
