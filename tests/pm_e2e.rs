@@ -5,7 +5,7 @@
 //! runs on two roots: Debian 12 (dkms 3.0.10) and Debian 13 (dkms 3.2, the family Fedora and Arch
 //! ship; see docs/dkms-behaviour.md), with the two newest kernel ABIs of each release.
 //!
-//! One prepared root per package manager (tests/pm/base.sh: a cached mmdebstrap root, overlaid by
+//! One prepared root per package manager and release (tests/pm/base.sh SUITE, overlaid by
 //! tests/pm/enter.sh in private namespaces; nothing is mounted or installed on the host's /), the
 //! scenarios run in sequence on it (tests/pm/step.sh), each a real transaction:
 //!
@@ -25,8 +25,10 @@
 //! `tests/setup/install-deps.sh --rpm --pacman --chroot`, which these tests run first. They fail,
 //! never skip, when something is missing. `DKMS_TRIGGER_PM_KEEP=1` keeps the work directories
 //! (/var/tmp/dkms-trigger-pm-*: packages, the root's overlay upper dir, each step's outputs).
-//! Runtime: about 1 min per package manager and release (two run in parallel), plus 1 to 4 min once
-//! per release for the cached root (/var/cache/dkms-trigger-tests/pm-root-SUITE-*, rebuilt weekly).
+//! Runtime: about 1 min per package manager and release (two run in parallel), plus about a minute
+//! once per release for the cached root (/var/cache/dkms-trigger-tests/pm-root-SUITE-*), which is
+//! made from the Debian package tests' base of the same release (tests/deb/base.sh, rebuilt
+//! weekly; built here first when the cache has none).
 
 mod common;
 
