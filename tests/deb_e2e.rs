@@ -252,6 +252,9 @@ fn pairs(list: &[(&str, &str)]) -> BTreeMap<(String, String), usize> {
 struct Package {
     deb: PathBuf,
     changes: PathBuf,
+    /// Holds WORK/.lock for the whole run: one run of this suite on the machine at a time (another
+    /// checkout's run would delete the layers under WORK).
+    _lock: File,
 }
 
 fn package() -> &'static Package {
@@ -266,6 +269,16 @@ fn build_package() -> Result<Package, String> {
     if !nix::unistd::Uid::effective().is_root() {
         return Err("must run as root (apt, mmdebstrap, mount namespaces)".into());
     }
+    std::fs::create_dir_all(WORK).map_err(|e| format!("creating {WORK}: {e}"))?;
+    let lock = File::create(Path::new(WORK).join(".lock")).map_err(|e| e.to_string())?;
+    fs2::FileExt::lock_exclusive(&lock).map_err(|e| format!("locking {WORK}/.lock: {e}"))?;
+    // Layers of the layout before releases had directories of their own.
+    for e in std::fs::read_dir(WORK).map_err(|e| e.to_string())?.flatten() {
+        let name = e.file_name();
+        if name != ".lock" && ![Rel::Bookworm, Rel::Trixie].iter().any(|r| name == r.suite()) {
+            std::fs::remove_dir_all(e.path()).map_err(|err| format!("removing {}: {err}", e.path().display()))?;
+        }
+    }
     host_step("host packages (tests/deb/setup.sh)", &mut Command::new(repo().join("tests/deb/setup.sh")))?;
     host_step("make deb", Command::new("make").arg("deb").current_dir(repo()))?;
     let version = host_step("changelog version", Command::new("dpkg-parsechangelog").arg("-SVersion").current_dir(repo()))?
@@ -278,7 +291,7 @@ fn build_package() -> Result<Package, String> {
     if !deb.is_file() {
         return Err(format!("make deb did not produce {}", deb.display()));
     }
-    Ok(Package { deb, changes })
+    Ok(Package { deb, changes, _lock: lock })
 }
 
 /// Everything prepared once per release: the base chroot and its kernels.
