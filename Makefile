@@ -107,12 +107,16 @@ pkg: build
 		--root $(PKG_STAGE) --out $(DIST)/dkms-trigger-$(VERSION)-1-$(PKG_ARCH).pkg.tar.zst
 
 # The Debian package, from this tree: dist/dkms-trigger_<version>_<arch>.deb (docs/debian.md).
-# debian/rules runs `make install-debian DESTDIR=... PREFIX=/usr`. -d: cargo and rustc come from
-# rustup, not from Debian's packages, so the declared build-dependencies are not checked.
+# debian/rules runs `make install-debian DESTDIR=... PREFIX=/usr`. Where the declared
+# build-dependencies are installed (Debian 13: Debian's own cargo and rustc 1.85), they are checked
+# like in any package build. Where they are not (Debian 12, whose rustc is older than 1.85: cargo
+# and rustc come from rustup), -d skips that check; DEB_BUILD_DEPS_CHECK overrides the choice.
 # dpkg-buildpackage writes into ..; the results are moved into dist/.
+DEB_BUILD_DEPS_CHECK ?= $(shell dpkg-checkbuilddeps >/dev/null 2>&1 || echo -d)
 .PHONY: deb
 deb:
-	dpkg-buildpackage -b -us -uc -d
+	@if [ -n "$(DEB_BUILD_DEPS_CHECK)" ]; then echo "make deb: Build-Depends not installed (dpkg-checkbuilddeps): building with the cargo on PATH and dpkg-buildpackage $(DEB_BUILD_DEPS_CHECK)"; fi
+	dpkg-buildpackage -b -us -uc $(DEB_BUILD_DEPS_CHECK)
 	set -e; v=$$(dpkg-parsechangelog -SVersion); a=$$(dpkg-architecture -qDEB_HOST_ARCH); \
 	mkdir -p dist; \
 	for f in dkms-trigger_$${v}_$${a}.deb dkms-trigger-dbgsym_$${v}_$${a}.deb \

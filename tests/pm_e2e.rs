@@ -1,9 +1,11 @@
 //! Real package-manager tests: the rpm package (rpm/dkms-trigger.spec, hooks/rpm/) under the real
 //! `rpm`, and the pacman package (hooks/arch/, arch/dkms-trigger.install) under the real `pacman`,
-//! each installing real packages into a Debian 12 test root in which the scriptlets and hooks run
-//! dkms-trigger, the real dkms and gcc chrooted, against real kernel header trees.
+//! each installing real packages into a Debian test root in which the scriptlets and hooks run
+//! dkms-trigger, the real dkms and gcc chrooted, against real kernel header trees. Every scenario
+//! runs on two roots: Debian 12 (dkms 3.0.10) and Debian 13 (dkms 3.2, the family Fedora and Arch
+//! ship; see docs/dkms-behaviour.md), with the two newest kernel ABIs of each release.
 //!
-//! One prepared root per package manager (tests/pm/base.sh: a cached mmdebstrap root, overlaid by
+//! One prepared root per package manager and release (tests/pm/base.sh SUITE, overlaid by
 //! tests/pm/enter.sh in private namespaces; nothing is mounted or installed on the host's /), the
 //! scenarios run in sequence on it (tests/pm/step.sh), each a real transaction:
 //!
@@ -23,8 +25,10 @@
 //! `tests/setup/install-deps.sh --rpm --pacman --chroot`, which these tests run first. They fail,
 //! never skip, when something is missing. `DKMS_TRIGGER_PM_KEEP=1` keeps the work directories
 //! (/var/tmp/dkms-trigger-pm-*: packages, the root's overlay upper dir, each step's outputs).
-//! Runtime: about 1 min per package manager (both run in parallel), plus 1 to 4 min once for the
-//! cached root (/var/cache/dkms-trigger-tests/pm-root-*, rebuilt weekly).
+//! Runtime: about 1 min per package manager and release (two run in parallel), plus about a minute
+//! once per release for the cached root (/var/cache/dkms-trigger-tests/pm-root-SUITE-*), which is
+//! made from the Debian package tests' base of the same release (tests/deb/base.sh, rebuilt
+//! weekly; built here first when the cache has none).
 // Tests build fake roots and run programs directly; the one-door rule (clippy.toml) is the library's.
 #![allow(clippy::disallowed_methods)]
 
@@ -35,7 +39,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 const CHECKOUT: &str = env!("CARGO_MANIFEST_DIR");
@@ -77,21 +81,26 @@ fn host_deps() {
     });
 }
 
-/// The cached Debian root (tests/pm/base.sh), built once per test binary.
-fn base_root() -> PathBuf {
-    static BASE: OnceLock<PathBuf> = OnceLock::new();
-    BASE.get_or_init(|| {
-        let out = run_ok(&[&format!("{CHECKOUT}/tests/pm/base.sh")]);
-        let p = PathBuf::from(out.trim());
-        assert!(p.join("opt/pm-fixtures/kernels").is_file(), "base root {p:?} is incomplete");
-        p
-    })
-    .clone()
+/// The cached Debian root of release `suite` (tests/pm/base.sh), built once per test binary.
+fn base_root(suite: &str) -> PathBuf {
+    static BASE: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    // Held while building: base.sh serialises builds anyway (one lock for the cache directory).
+    let mut roots = BASE.lock().unwrap_or_else(|e| e.into_inner());
+    roots
+        .entry(suite.to_string())
+        .or_insert_with(|| {
+            let out = run_ok(&[&format!("{CHECKOUT}/tests/pm/base.sh"), suite]);
+            let p = PathBuf::from(out.trim());
+            assert!(p.join("opt/pm-fixtures/kernels").is_file(), "{suite}: base root {p:?} is incomplete");
+            p
+        })
+        .clone()
 }
 
 /// One package manager's test root, its packages and the results of its steps.
 struct Env {
-    pm: &'static str,
+    /// "rpm on trixie": every message says which package manager and release.
+    pm: String,
     /// Removed with the Env, unless DKMS_TRIGGER_PM_KEEP is set (to look at a failed run).
     _tmp: Option<tempfile::TempDir>,
     work: PathBuf,
@@ -104,6 +113,8 @@ struct Env {
 /// cumulative since the root was made; [`Env::since`] gives the part of the last step).
 #[derive(Debug, Default, Clone)]
 struct Step {
+    /// The Env's "rpm on trixie".
+    pm: String,
     name: String,
     rc: i32,
     output: String,
@@ -122,10 +133,11 @@ fn lines(p: &Path) -> Vec<String> {
 }
 
 impl Env {
-    fn new(pm: &'static str) -> Env {
+    fn new(pm: &'static str, suite: &str) -> Env {
         host_deps();
-        let base = base_root();
-        let tmp = tempfile::Builder::new().prefix(&format!("dkms-trigger-pm-{pm}-")).tempdir_in("/var/tmp").unwrap();
+        let base = base_root(suite);
+        let tmp =
+            tempfile::Builder::new().prefix(&format!("dkms-trigger-pm-{pm}-{suite}-")).tempdir_in("/var/tmp").unwrap();
         let work = tmp.path().to_path_buf();
         let tmp = if std::env::var_os("DKMS_TRIGGER_PM_KEEP").is_some() {
             eprintln!("pm_e2e: {pm}: keeping {}", tmp.keep().display());
@@ -147,7 +159,15 @@ impl Env {
         }
         let w = work.to_string_lossy().into_owned();
         run_ok(&[&format!("{CHECKOUT}/tests/pm/fixtures.sh"), pm, &w, PACKAGE_BIN, CHECKOUT]);
-        Env { pm, _tmp: tmp, work, k1: ks[0].to_string(), k2: ks[1].to_string(), steps: Vec::new() }
+        eprintln!("pm_e2e: {pm} on {suite}: kernels {} {}", ks[0], ks[1]);
+        Env {
+            pm: format!("{pm} on {suite}"),
+            _tmp: tmp,
+            work,
+            k1: ks[0].to_string(),
+            k2: ks[1].to_string(),
+            steps: Vec::new(),
+        }
     }
 
     /// Runs one step script in the root and returns what it left.
@@ -187,6 +207,7 @@ impl Env {
             dracut: lines(&dir.join("dracut.log")),
             runs: lines(&dir.join("runs")),
             facts,
+            pm: self.pm.clone(),
         };
         self.steps.push(s.clone());
         s
@@ -245,8 +266,8 @@ fn cell(status: &Value, module: &str, kernel: &str) -> (String, String) {
 
 fn ctx(s: &Step) -> String {
     format!(
-        "step {} (rc {}):\n--- output\n{}\n--- status\n{:#}\n--- builds {:?}\n--- dkms {:#?}\n--- depmod {:#?}\n--- runs {:?}\n--- facts {:?}",
-        s.name, s.rc, s.output, s.status, s.builds, s.dkms_calls, s.depmod_calls, s.runs, s.facts
+        "{} step {} (rc {}):\n--- output\n{}\n--- status\n{:#}\n--- builds {:?}\n--- dkms {:#?}\n--- depmod {:#?}\n--- runs {:?}\n--- facts {:?}",
+        s.pm, s.name, s.rc, s.output, s.status, s.builds, s.dkms_calls, s.depmod_calls, s.runs, s.facts
     )
 }
 
@@ -353,9 +374,28 @@ fn with_probe(env: &Env, script: &str) -> String {
 }
 
 #[test]
-fn rpm_transactions() {
+fn rpm_transactions_bookworm() {
+    rpm_transactions("bookworm");
+}
+
+#[test]
+fn rpm_transactions_trixie() {
+    rpm_transactions("trixie");
+}
+
+#[test]
+fn pacman_transactions_bookworm() {
+    pacman_transactions("bookworm");
+}
+
+#[test]
+fn pacman_transactions_trixie() {
+    pacman_transactions("trixie");
+}
+
+fn rpm_transactions(suite: &str) {
     let started = Instant::now();
-    let mut env = Env::new("rpm");
+    let mut env = Env::new("rpm", suite);
     let (k1u, k2u) = (env.k1.replace('-', "_"), env.k2.replace('-', "_"));
 
     // setup: the stand-ins of Fedora's dkms and dracut plugins, the headers of K1, then dkms-trigger.
@@ -457,13 +497,12 @@ if [ -e $ROOT/etc/dkms/no-autoinstall ]; then fact mask_autoinstall present; els
     assert_eq!(s.facts.get("mask_autoinstall").map(String::as_str), Some("gone"), "{c}");
     assert_eq!(s.facts.get(&format!("pmalpha_ko_{}", env.k1)).map(String::as_str), Some("yes"), "{c}");
     assert_eq!(s.facts.get("pmalpha_1.0_registered").map(String::as_str), Some("no"), "{c}");
-    eprintln!("pm_e2e: rpm total {:.1}s", started.elapsed().as_secs_f64());
+    eprintln!("pm_e2e: {} total {:.1}s", env.pm, started.elapsed().as_secs_f64());
 }
 
-#[test]
-fn pacman_transactions() {
+fn pacman_transactions(suite: &str) {
     let started = Instant::now();
-    let mut env = Env::new("pacman");
+    let mut env = Env::new("pacman", suite);
     let (k1, k2) = (env.k1.clone(), env.k2.clone());
 
     // setup: the stand-ins of Arch's dkms hooks, the headers of K1, then dkms-trigger.
@@ -531,5 +570,5 @@ fact masks_left $n",
     assert_eq!(s.rc, 0, "{c}");
     assert_eq!(s.facts.get("masks_left").map(String::as_str), Some("0"), "{c}");
     assert_eq!(s.facts.get(&format!("pmalpha_ko_{k1}")).map(String::as_str), Some("yes"), "{c}");
-    eprintln!("pm_e2e: pacman total {:.1}s", started.elapsed().as_secs_f64());
+    eprintln!("pm_e2e: {} total {:.1}s", env.pm, started.elapsed().as_secs_f64());
 }

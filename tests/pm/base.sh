@@ -1,64 +1,74 @@
 #!/bin/bash
-# Prints the path of the cached Debian 12 root directory that tests/pm_e2e.rs uses as the read-only
-# lower layer of its rpm and pacman test roots, building it first with mmdebstrap when the cache has
-# none that is fresh. Run as root.
+# Prints the path of the cached root directory of Debian release SUITE (bookworm: dkms 3.0.10;
+# trixie: dkms 3.2, the family Fedora and Arch ship) that tests/pm_e2e.rs uses as the read-only
+# lower layer of its rpm and pacman test roots, building it first when the cache has none that is
+# fresh. Run as root.
 #
-# Contents (tests/pm/base-inside.sh): dkms, a kernel-module toolchain, systemd (for the real
-# kernel-install), the -common headers and kbuild of the two newest linux-headers ABIs of the
-# archive, and the files of those two ABIs' linux-headers-K packages UNPACKED under
-# /opt/pm-fixtures/headers/K (not installed: the tests repackage them as rpm kernel-devel and Arch
-# linux-headers packages, which put the tree in place the way Fedora and Arch do). The kernel
-# versions are in /opt/pm-fixtures/kernels ("K1 K2", oldest first).
+#   base.sh SUITE
 #
-# Cache: $DKMS_TRIGGER_TEST_CACHE (default /var/cache/dkms-trigger-tests)/pm-root-KEY, KEY a digest
-# of these two scripts, the mirrors, the suite and the architecture. A root older than
-# $DKMS_TRIGGER_TEST_CACHE_DAYS (default 7) days is rebuilt, so the ABIs follow the archive.
-# Mirrors: $DKMS_TRIGGER_TEST_MIRROR, $DKMS_TRIGGER_TEST_SECURITY_MIRROR.
+# Made from the release's base of the Debian package tests (tests/deb/base.sh SUITE, built or
+# reused; one bootstrap per release serves both suites): the tarball is unpacked and
+# tests/pm/base-inside.sh run in it. Contents: dkms, a kernel-module toolchain, systemd (for the real
+# kernel-install), the -common headers and kbuild of the two kernels of that base (the two newest
+# ABIs of the release's default series), and the files of those two ABIs' linux-headers-K packages
+# UNPACKED under /opt/pm-fixtures/headers/K (not installed: the tests repackage them as rpm
+# kernel-devel and Arch linux-headers packages, which put the tree in place the way Fedora and Arch
+# do). No Debian kernel image. The kernel versions are in /opt/pm-fixtures/kernels ("K1 K2", oldest
+# first).
+#
+# Cache: $DKMS_TRIGGER_TEST_CACHE (default /var/cache/dkms-trigger-tests)/pm-root-SUITE-KEY, KEY a
+# digest of these scripts and of the deb base's name (itself a digest of its scripts, archive
+# entries, suite and architecture) and time: a new deb base (rebuilt weekly, so the ABIs follow the
+# archive) makes a new root. Older roots of the same release are deleted.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${DKMS_TRIGGER_TEST_CACHE:-/var/cache/dkms-trigger-tests}
-mirror=${DKMS_TRIGGER_TEST_MIRROR:-http://deb.debian.org/debian}
-security=${DKMS_TRIGGER_TEST_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
-max_days=${DKMS_TRIGGER_TEST_CACHE_DAYS:-7}
-suite=bookworm
+suite=${1:?usage: base.sh SUITE}
 say() { echo "tests/pm/base.sh: $*" >&2; }
 die() { say "error: $*"; exit 1; }
 
 [[ $(id -u) = 0 ]] || die "must run as root"
-command -v mmdebstrap >/dev/null || die "mmdebstrap is missing (tests/setup/install-deps.sh --chroot)"
-arch=$(dpkg --print-architecture)
-packages=dkms,gcc,make,libc6-dev,kmod,systemd
+# Before taking our own lock: deb/base.sh takes the cache's other one.
+tarball=$("$here/../deb/base.sh" "$suite") || die "no $suite base (tests/deb/base.sh)"
 
 key=$({
-    cat "$here/base.sh" "$here/base-inside.sh" "$here/../setup/newest-headers.sh"
-    echo "$mirror $security $suite $arch $packages"
+    cat "$here/base.sh" "$here/base-inside.sh"
+    basename "$tarball"
+    stat -c %Y "$tarball" # a weekly rebuild keeps the name
 } | sha256sum | cut -c1-16)
-out=$cache/pm-root-$key
+out=$cache/pm-root-$suite-$key
 
-mkdir -p "$cache"
 exec 9>"$cache/.pm-lock"
 flock 9
-if [[ -s $out/opt/pm-fixtures/kernels && -n $(find "$out/opt/pm-fixtures/kernels" -mmin "-$((max_days * 24 * 60))" 2>/dev/null) ]]; then
+if [[ -s $out/opt/pm-fixtures/kernels ]]; then
     echo "$out"
     exit 0
 fi
-# Stale roots and roots of other keys: gone (each is about 600 MB).
-for old in "$cache"/pm-root-* "$cache"/.pm-root-*; do
+# Roots of other keys of this release, and roots named before releases were (pm-root-KEY): gone
+# (each is about 600 MB).
+for old in "$cache/pm-root-$suite-"* "$cache/.pm-root-$suite-"* "$cache"/pm-root-???????????????? "$cache"/.pm-root-????????????????.tmp; do
     [[ -e $old ]] && rm -rf --one-file-system "$old"
 done
-tmp=$cache/.pm-root-$key.tmp
-say "building $out with mmdebstrap (a few minutes)"
+tmp=$cache/.pm-root-$suite-$key.tmp
+say "building $out from $tarball"
 start=$SECONDS
-# The hooks' "$1" is mmdebstrap's, not ours.
-# shellcheck disable=SC2016
-mmdebstrap --mode=root --variant=apt --format=directory --include="$packages" \
-    --aptopt='APT::Install-Recommends "false"' --aptopt='Acquire::Retries "3"' \
-    --customize-hook="upload $here/base-inside.sh /root/base-inside.sh" \
-    --customize-hook="upload $here/../setup/newest-headers.sh /root/newest-headers.sh" \
-    --customize-hook='chroot "$1" bash /root/base-inside.sh' \
-    --customize-hook='rm -f "$1/root/base-inside.sh" "$1/root/newest-headers.sh"' \
-    "$suite" "$tmp" \
-    "deb $mirror $suite main" "deb $mirror $suite-updates main" "deb $security $suite-security main" >&2
+mkdir -p "$tmp"
+tar --zstd -xpf "$tarball" --numeric-owner -C "$tmp"
+cp "$here/base-inside.sh" "$tmp/root/base-inside.sh"
+# apt and dpkg need /proc and /dev; private namespaces so that nothing stays mounted.
+# shellcheck disable=SC2016 # expanded by the inner shell
+unshare --mount --pid --fork --kill-child --propagation private -- bash -euc '
+    r=$1
+    mount -t proc proc "$r/proc"
+    mount --rbind /dev "$r/dev"
+    mount --make-rslave "$r/dev"
+    mount --rbind /sys "$r/sys"
+    mount --make-rslave "$r/sys"
+    rm -f "$r/etc/resolv.conf"
+    cat /etc/resolv.conf >"$r/etc/resolv.conf"
+    chroot "$r" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+        HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive bash /root/base-inside.sh' base "$tmp" >&2
+rm -f "$tmp/root/base-inside.sh"
 mv "$tmp" "$out"
 say "built in $((SECONDS - start)) s"
 echo "$out"
