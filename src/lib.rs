@@ -10,6 +10,7 @@ pub mod executor;
 pub mod exit;
 pub mod finalize;
 pub mod fingerprint;
+pub mod hook;
 pub mod intent;
 pub mod inventory;
 pub mod paths;

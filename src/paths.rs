@@ -30,3 +30,11 @@ pub const SOURCE_TREE: &str = "usr/src";
 pub const DKMS_ETC: &str = "etc/dkms";
 /// The distribution identification dkms reads (`running_distribution`).
 pub const OS_RELEASE: &str = "etc/os-release";
+
+/// Scratch state the rpm scriptlets and `hook rpm-*` share during one rpm transaction (rpm's own
+/// per-package state directory, var/lib/rpm-state).
+pub const RPM_STATE_DIR: &str = "var/lib/rpm-state/dkms-trigger";
+
+/// The running system's process table, the one absolute path here: the processes a hook runs
+/// under are the host's whatever `--root` says (a Debian hook reads its ancestors' arguments).
+pub const PROC_DIR: &str = "/proc";
