@@ -341,7 +341,9 @@ fn run(cli: &Cli) -> Result<Code> {
             let mut input = String::new();
             std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)
                 .map_err(|e| Failure::err(Code::Usage, format!("reading paths from stdin: {e}")))?;
-            crate::hook::from_paths(&root, &input, *op, source.as_deref(), &|| load_config(&root, cli).map(|l| l.config))
+            crate::hook::from_paths(&root, &input, *op, source.as_deref(), &|| {
+                load_config(&root, cli).map(|l| l.config)
+            })
         }
         Command::Hook(hook) => crate::hook::run(&root, hook, &|| load_config(&root, cli).map(|l| l.config)),
         Command::Config => {

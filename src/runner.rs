@@ -68,7 +68,8 @@ impl Cmd {
         let start_offset = file.seek(SeekFrom::End(0)).unwrap_or(0);
         writeln!(file, "$ {}", self.display()).with_context(|| format!("writing {}", log.display()))?;
         log::info!("running {}", self.display());
-        let (status, timed_out, duration) = self.wait(Stdio::from(file.try_clone()?), Stdio::from(file.try_clone()?))?;
+        let (status, timed_out, duration) =
+            self.wait(Stdio::from(file.try_clone()?), Stdio::from(file.try_clone()?))?;
         let code = status.code();
         let note = match (timed_out, code, status.signal()) {
             (true, _, _) => format!("# killed after the {} s timeout", self.timeout.unwrap_or_default().as_secs()),
@@ -171,7 +172,6 @@ impl Captured {
             None => format!("`{}` {how}", self.command),
         }
     }
-
 }
 
 /// Polls often at first (most commands are quick) and less later.

@@ -45,7 +45,10 @@ impl Op {
 /// stop a transaction): problems are printed; `dkms-trigger status` lists failed modules.
 pub fn run(root: &Root, op: &str, load: Load) -> Result<Code> {
     let Some(op) = Op::parse(op) else {
-        warn(format!("hook alpm: unknown operation {}; expected install|upgrade|remove|toolchain|finalize", crate::validate::shown(op)));
+        warn(format!(
+            "hook alpm: unknown operation {}; expected install|upgrade|remove|toolchain|finalize",
+            crate::validate::shown(op)
+        ));
         return Ok(Code::Ok);
     };
     let input = if op.reads_targets() { read_stdin() } else { String::new() };

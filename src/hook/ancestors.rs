@@ -21,9 +21,7 @@ pub fn params_in(argv: &[String], package: &str) -> Option<Vec<String>> {
     }
     let plain = format!("/{package}.postinst");
     let multiarch = format!("/{package}:");
-    let at = argv
-        .iter()
-        .position(|a| a.ends_with(&plain) || (a.contains(&multiarch) && a.ends_with(".postinst")))?;
+    let at = argv.iter().position(|a| a.ends_with(&plain) || (a.contains(&multiarch) && a.ends_with(".postinst")))?;
     Some(argv[at + 1..].to_vec())
 }
 
@@ -81,7 +79,10 @@ mod tests {
     fn params_follow_the_postinst_script() {
         let cases: &[(&str, Option<&str>)] = &[
             // Debian 12's headers postinst is perl: interpreter, script, arguments.
-            ("/usr/bin/perl /var/lib/dpkg/info/linux-headers-6.1.0-47-amd64.postinst configure 6.1.76-1", Some("configure 6.1.76-1")),
+            (
+                "/usr/bin/perl /var/lib/dpkg/info/linux-headers-6.1.0-47-amd64.postinst configure 6.1.76-1",
+                Some("configure 6.1.76-1"),
+            ),
             ("/bin/sh /var/lib/dpkg/info/linux-headers-6.1.0-47-amd64.postinst configure", Some("configure")),
             ("/var/lib/dpkg/info/linux-headers-6.1.0-47-amd64:amd64.postinst configure 1", Some("configure 1")),
             ("/var/lib/dpkg/info/linux-headers-6.1.0-47-amd64.postinst", Some("")),
@@ -118,7 +119,11 @@ mod tests {
         // Deeper than MAX_DEPTH wrappers: not found (the hook then records no --force).
         let deep: BTreeMap<u32, Proc> = (100..=120)
             .map(|pid| {
-                let argv = if pid == 120 { v("/bin/sh /var/lib/dpkg/info/linux-headers-6.1.0-47-amd64.postinst configure 1") } else { v("sh -c x") };
+                let argv = if pid == 120 {
+                    v("/bin/sh /var/lib/dpkg/info/linux-headers-6.1.0-47-amd64.postinst configure 1")
+                } else {
+                    v("sh -c x")
+                };
                 (pid, Proc { ppid: Some(pid + 1), argv })
             })
             .collect();
@@ -143,7 +148,8 @@ mod tests {
         let p = t.path().join("1234");
         std::fs::create_dir_all(&p).unwrap();
         std::fs::write(p.join("cmdline"), b"/usr/bin/perl\0/var/lib/dpkg/info/x.postinst\0configure\0\0").unwrap();
-        std::fs::write(p.join("status"), "Name:\tperl\nState:\tS (sleeping)\nTgid:\t1234\nPid:\t1234\nPPid:\t77\n").unwrap();
+        std::fs::write(p.join("status"), "Name:\tperl\nState:\tS (sleeping)\nTgid:\t1234\nPid:\t1234\nPPid:\t77\n")
+            .unwrap();
         let got = read_proc(t.path(), 1234);
         assert_eq!(got.ppid, Some(77));
         // The empty last argument (configure with no old version) is kept.

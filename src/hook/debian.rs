@@ -183,8 +183,12 @@ pub fn triggered(root: &Root, triggers: &str, load: Load) -> Result<Code> {
             warn(format!("could not record new module sources ({e:#}); the rescan builds them"));
         }
     }
-    let gone: Vec<String> =
-        kernels_with_builds(&modules).into_iter().map(|k| kernel_facts(root, k)).filter(is_gone).map(|f| f.kernel).collect();
+    let gone: Vec<String> = kernels_with_builds(&modules)
+        .into_iter()
+        .map(|k| kernel_facts(root, k))
+        .filter(is_gone)
+        .map(|f| f.kernel)
+        .collect();
     let config = load();
     match &config {
         Ok(c) => {
@@ -257,7 +261,9 @@ pub fn kernel_facts(root: &Root, kernel: String) -> KernelFacts {
     let exists = |rel: String| resolve(root, Path::new(&rel)).is_ok();
     let in_dirs = |name: &str| MODULE_DIRS.iter().any(|d| exists(format!("{d}/{kernel}/{name}")));
     KernelFacts {
-        modules_dir: MODULE_DIRS.iter().any(|d| resolve(root, Path::new(&format!("{d}/{kernel}"))).is_ok_and(|p| p.is_dir())),
+        modules_dir: MODULE_DIRS
+            .iter()
+            .any(|d| resolve(root, Path::new(&format!("{d}/{kernel}"))).is_ok_and(|p| p.is_dir())),
         headers: in_dirs("build"),
         image: exists(format!("{BOOT_DIR}/vmlinuz-{kernel}")),
         image_files: in_dirs("modules.builtin") || in_dirs("kernel"),

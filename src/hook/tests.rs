@@ -172,7 +172,8 @@ fn new_sources_are_the_usr_src_trees_dkms_does_not_know() {
 fn gone_kernels_have_builds_but_neither_headers_nor_an_image() {
     let t = tempfile::tempdir().unwrap();
     let r = t.path();
-    let ks = ["k1-gone", "k2-headers", "k3-image", "k4-builtin", "k5-nodir", "k6-dangling", "k7-kerneltree", "k8-usrlib"];
+    let ks =
+        ["k1-gone", "k2-headers", "k3-image", "k4-builtin", "k5-nodir", "k6-dangling", "k7-kerneltree", "k8-usrlib"];
     registered_hello(r, &ks);
     // k1: headers purged, no image: only what dkms installed is left.
     mkdir(r, "lib/modules/k1-gone/updates/dkms");
@@ -198,8 +199,12 @@ fn gone_kernels_have_builds_but_neither_headers_nor_an_image() {
     let modules = inventory::modules_on_disk(&root).unwrap();
     let with_builds = debian::kernels_with_builds(&modules);
     assert_eq!(with_builds, ks.iter().map(|k| k.to_string()).collect::<BTreeSet<_>>());
-    let gone: Vec<String> =
-        with_builds.into_iter().map(|k| debian::kernel_facts(&root, k)).filter(debian::is_gone).map(|f| f.kernel).collect();
+    let gone: Vec<String> = with_builds
+        .into_iter()
+        .map(|k| debian::kernel_facts(&root, k))
+        .filter(debian::is_gone)
+        .map(|f| f.kernel)
+        .collect();
     assert_eq!(gone, vec!["k1-gone", "k6-dangling", "k8-usrlib"]);
     assert_eq!(
         debian::kernel_facts(&root, "k2-headers".into()),
@@ -209,9 +214,20 @@ fn gone_kernels_have_builds_but_neither_headers_nor_an_image() {
 
 #[test]
 fn is_gone_table() {
-    let f = |modules_dir, headers, image, image_files| KernelFacts { kernel: "k".into(), modules_dir, headers, image, image_files };
+    let f = |modules_dir, headers, image, image_files| KernelFacts {
+        kernel: "k".into(),
+        modules_dir,
+        headers,
+        image,
+        image_files,
+    };
     assert!(debian::is_gone(&f(true, false, false, false)));
-    for kept in [f(false, false, false, false), f(true, true, false, false), f(true, false, true, false), f(true, false, false, true)] {
+    for kept in [
+        f(false, false, false, false),
+        f(true, true, false, false),
+        f(true, false, true, false),
+        f(true, false, false, true),
+    ] {
         assert!(!debian::is_gone(&kept), "{kept:?}");
     }
 }
@@ -252,8 +268,10 @@ fn rpm_anchors_are_what_makes_a_module_kernel_or_headers_go() {
 
 #[test]
 fn rpm_paths_the_transaction_had_before_are_upgrades() {
-    let paths: BTreeSet<&str> = ["/usr/src/kernels/K/Makefile", "/usr/src/a-1/dkms.conf", "/usr/src/kernels/K/include"].into();
-    let replaced: BTreeSet<&str> = ["/usr/src/kernels/K/Makefile", "/usr/src/kernels/K/include", "/usr/src/old-1/dkms.conf"].into();
+    let paths: BTreeSet<&str> =
+        ["/usr/src/kernels/K/Makefile", "/usr/src/a-1/dkms.conf", "/usr/src/kernels/K/include"].into();
+    let replaced: BTreeSet<&str> =
+        ["/usr/src/kernels/K/Makefile", "/usr/src/kernels/K/include", "/usr/src/old-1/dkms.conf"].into();
     let (upgraded, installed) = rpm::split_replaced(&paths, &replaced);
     assert_eq!(upgraded, vec!["/usr/src/kernels/K/Makefile", "/usr/src/kernels/K/include"]);
     assert_eq!(installed, vec!["/usr/src/a-1/dkms.conf"]);
