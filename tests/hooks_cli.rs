@@ -293,11 +293,11 @@ fn rpm_scriptlets_tell_upgrades_from_installs_and_skip_their_own_transaction() {
         fs::read_to_string(state.join("replaced.100")).unwrap(),
         "/usr/src/kernels/K1/Makefile\n/usr/src/old-1.0/dkms.conf\n"
     );
-    // A package reinstalls K1's headers and adds a file: the replaced path makes it an upgrade.
+    // A package reinstalls K1's headers (a replaced path: an upgrade, forced) and installs K2's.
     rpm(
         "filetriggerin",
         "100",
-        "/usr/src/kernels/K1/Makefile\n/usr/src/kernels/K1/include\n/usr/src/kernels/K1/include/x.h\n",
+        "/usr/src/kernels/K1/Makefile\n/usr/src/kernels/K2/include\n/usr/src/kernels/K2/Makefile\n",
     );
     // Another package installs a new module source.
     rpm("filetriggerin", "100", "/usr/src/new-2.0/dkms.conf\n/usr/src/new-2.0/Makefile\n");
@@ -305,14 +305,14 @@ fn rpm_scriptlets_tell_upgrades_from_installs_and_skip_their_own_transaction() {
         pending(r),
         vec![
             ("module-changed old/1.0".to_string(), vec![]),
-            ("headers-changed K1".to_string(), vec!["rpm:filetriggerin".to_string()]),
+            ("headers-changed K2".to_string(), vec!["rpm:filetriggerin".to_string()]),
             ("headers-changed K1 --force".to_string(), vec!["rpm:filetriggerin".to_string()]),
             ("module-changed new/2.0".to_string(), vec!["rpm:filetriggerin".to_string()]),
         ]
     );
     assert_eq!(
         fs::read_to_string(state.join("installed.100")).unwrap(),
-        "/usr/src/kernels/K1/Makefile\n/usr/src/kernels/K1/include\n/usr/src/new-2.0/dkms.conf\n"
+        "/usr/src/kernels/K1/Makefile\n/usr/src/kernels/K2/Makefile\n/usr/src/kernels/K2/include\n/usr/src/new-2.0/dkms.conf\n"
     );
     // Erasing: old-1.0's source goes (its intent is dropped: nothing left to build), the paths
     // this transaction installed again do not.
@@ -321,7 +321,7 @@ fn rpm_scriptlets_tell_upgrades_from_installs_and_skip_their_own_transaction() {
         "100",
         "/usr/src/old-1.0/dkms.conf\n/usr/src/old-1.0/Makefile\n/usr/src/kernels/K1/Makefile\n",
     );
-    assert_eq!(lines(r), vec!["headers-changed K1", "headers-changed K1 --force", "module-changed new/2.0"]);
+    assert_eq!(lines(r), vec!["headers-changed K2", "headers-changed K1 --force", "module-changed new/2.0"]);
     // The end of a transaction that only erased: its scratch files go.
     rpm("transfiletriggerpostun", "100", "");
     assert_eq!(fs::read_dir(&state).unwrap().count(), 1, "only `self` is left");
@@ -494,5 +494,25 @@ fn debian_hook_files_hand_their_arguments_and_environment_to_the_binary() {
     ));
     assert!(out.status.success(), "{}", show(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "0\n0\n", "{}", show(&out));
+    assert!(out.stderr.is_empty(), "{}", show(&out));
+}
+
+#[test]
+fn kernel_install_and_alpm_files_hand_their_arguments_to_the_binary() {
+    let w = hook_world();
+    let out = w.run(&format!(
+        "install -m 0755 {BIN} /usr/sbin/dkms-trigger
+         printf 'usr/lib/modules/{K}/build/include/\\n' >\"$DKMS_WORLD/targets\"
+         /usr/share/libalpm/scripts/dkms-trigger-alpm upgrade <\"$DKMS_WORLD/targets\"
+         dkms-trigger record kernel-added 6.1.0-48-amd64
+         dkms-trigger spool
+         /usr/lib/kernel/install.d/45-dkms-trigger.install remove 6.1.0-48-amd64 /boot/efi/x
+         dkms-trigger spool --json | grep -c '\"kind\"' || true"
+    ));
+    assert!(out.status.success(), "{}", show(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains(&format!("headers-changed {K} --force")), "pacman's upgrade of headers: {said}");
+    assert!(said.contains("kernel-added 6.1.0-48-amd64"), "{said}");
+    assert!(said.ends_with("\n1\n"), "kernel-install remove dropped that kernel's intents, and only those: {said}");
     assert!(out.stderr.is_empty(), "{}", show(&out));
 }
