@@ -81,7 +81,7 @@ pub enum Command {
         #[arg(long, value_name = "TEXT", value_parser = source_text)]
         source: Option<String>,
     },
-    /// What a package-manager hook does (the hook files are a guard plus this call; docs/design.md, "Hooks").
+    /// What a package-manager hook does: the hook files are a guard plus this call (docs/design.md).
     #[command(subcommand)]
     Hook(crate::hook::Hook),
 }
