@@ -81,6 +81,9 @@ pub enum Command {
         #[arg(long, value_name = "TEXT", value_parser = source_text)]
         source: Option<String>,
     },
+    /// What a package-manager hook does: the hook files are a guard plus this call (docs/design.md).
+    #[command(subcommand)]
+    Hook(crate::hook::Hook),
 }
 
 /// The operation of `from-paths`.
@@ -332,26 +335,11 @@ fn run(cli: &Cli) -> Result<Code> {
             let mut input = String::new();
             std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)
                 .map_err(|e| Failure::err(Code::Usage, format!("reading paths from stdin: {e}")))?;
-            let touched = crate::targets::classify(&root, input.lines(), *op == PathOp::Remove);
-            for r in &touched.refused {
-                ui::warn(format!("ignoring {}: not a valid kernel or module name", validate::shown(r)));
-            }
-            if *op == PathOp::Remove {
-                let loaded = load_config(&root, cli)?;
-                for (m, v) in &touched.modules {
-                    crate::removal::remove_module(&root, &loaded.config, m, v)?;
-                }
-                for k in touched.headers.iter().chain(&touched.kernels) {
-                    crate::removal::remove_kernel(&root, &loaded.config, k)?;
-                }
-            } else {
-                let intents = touched.intents(*op == PathOp::Upgrade);
-                if !intents.is_empty() {
-                    spool::record(&root, &intents, source.as_deref())?;
-                }
-            }
-            Ok(Code::Ok)
+            crate::hook::from_paths(&root, &input, *op, source.as_deref(), &|| {
+                load_config(&root, cli).map(|l| l.config)
+            })
         }
+        Command::Hook(hook) => crate::hook::run(&root, hook, &|| load_config(&root, cli).map(|l| l.config)),
         Command::Config => {
             let loaded = load_config(&root, cli)?;
             print!("{}", loaded.render());

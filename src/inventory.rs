@@ -194,6 +194,18 @@ pub fn is_complete_build(root: &Root, dir: &Path) -> bool {
     !dkms_tree::module_files(root, dir).is_empty()
 }
 
+/// The DKMS modules as the disk lists them (dkms's tree and the usr/src sources it does not know),
+/// with their builds, without evaluating any dkms.conf or fingerprinting anything: the cheap part
+/// of `scan`, for the dpkg trigger handler (which sources are new, which kernels have builds).
+pub fn modules_on_disk(root: &Root) -> anyhow::Result<BTreeMap<ModKey, Module>> {
+    let mut notes = Vec::new();
+    let drafts = collect_modules(root, &mut notes)?;
+    for n in notes {
+        log::debug!("inventory: {n}");
+    }
+    Ok(drafts.into_iter().map(|(key, d)| (key, d.module)).collect())
+}
+
 /// A module while it is being scanned.
 struct Draft {
     module: Module,

@@ -55,3 +55,11 @@ pub const PROC_ARCH: &str = "/proc/sys/kernel/arch";
 
 /// Rebuilds in progress (`executor/swap.rs`): `SWAP_DIR/M/V/K/A`, inside the private state directory.
 pub const SWAP_DIR: &str = "var/lib/dkms-trigger/swap";
+
+/// Scratch state the rpm scriptlets and `hook rpm-*` share during one rpm transaction (rpm's own
+/// per-package state directory, var/lib/rpm-state).
+pub const RPM_STATE_DIR: &str = "var/lib/rpm-state/dkms-trigger";
+
+/// The running system's process table, the one absolute path here: the processes a hook runs
+/// under are the host's whatever `--root` says (a Debian hook reads its ancestors' arguments).
+pub const PROC_DIR: &str = "/proc";

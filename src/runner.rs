@@ -6,7 +6,7 @@
 use crate::root::{read_tail_of, File, Root};
 use anyhow::{Context, Result};
 use std::ffi::{OsStr, OsString};
-use std::io::{Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -123,10 +123,55 @@ impl Cmd {
         let start_offset = file.seek(SeekFrom::End(0)).unwrap_or(0);
         writeln!(file, "$ {}", self.display()).with_context(|| format!("writing {}", log.path.display()))?;
         log::info!("running {}", self.display());
+        let (status, timed_out, duration) =
+            self.wait(Stdio::from(log.file.try_clone()?), Stdio::from(log.file.try_clone()?))?;
+        let code = status.code();
+        let note = match (timed_out, code, status.signal()) {
+            (true, _, _) => format!("# killed after the {} s timeout", self.timeout.unwrap_or_default().as_secs()),
+            (_, Some(c), _) => format!("# exit status {c} after {:.1}s", duration.as_secs_f64()),
+            (_, None, Some(s)) => format!("# killed by signal {s}"),
+            _ => "# ended".to_string(),
+        };
+        let _ = writeln!(file, "{note}");
+        log::debug!("{} -> {note}", self.display());
+        Ok(Ran { command: self.display(), code, timed_out, duration, log: log.try_clone()?, log_start: start_offset })
+    }
+
+    /// Runs the command for what it prints (a package status, a tool's answer): stdout and stderr
+    /// kept in memory instead of a log file; the same stdin, process group and timeout as `run`.
+    /// Meant for short outputs: hooks asking dpkg a question.
+    pub fn output(&self) -> Result<Captured> {
+        log::debug!("running {}", self.display());
+        let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating a pipe");
+        let ((out_r, out_w), (err_r, err_w)) = (pipe()?, pipe()?);
+        let reader = |fd: std::os::fd::OwnedFd| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let _ = File::from(fd).read_to_end(&mut buf);
+                String::from_utf8_lossy(&buf).into_owned()
+            })
+        };
+        let (out_t, err_t) = (reader(out_r), reader(err_r));
+        // The write ends move into the child's Stdio and are closed here once it is spawned, so the
+        // readers see end of file when the command (and its group) is gone.
+        let waited = self.wait(Stdio::from(out_w), Stdio::from(err_w));
+        let stdout = out_t.join().unwrap_or_default();
+        let stderr = err_t.join().unwrap_or_default();
+        let (status, timed_out, _) = waited?;
+        log::debug!("{} -> {:?}", self.display(), status.code());
+        Ok(Captured { command: self.display(), code: status.code(), timed_out, stdout, stderr })
+    }
+
+    /// Starts the command (stdin /dev/null, its own process group, `stdout`/`stderr` as given) and
+    /// waits for it, killing its group at the timeout and, in any case, whatever of the group
+    /// outlived the leader. Returns its status, whether it timed out, and how long it ran.
+    fn wait(&self, stdout: Stdio, stderr: Stdio) -> Result<(std::process::ExitStatus, bool, Duration)> {
         let mut cmd = self.command();
-        cmd.stdin(Stdio::null()).stdout(log.file.try_clone()?).stderr(log.file.try_clone()?).process_group(0);
+        cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr).process_group(0);
         let started = Instant::now();
         let mut child = cmd.spawn().with_context(|| format!("could not run {}", self.display()))?;
+        // The parent's copies of the output descriptors must not keep a pipe open.
+        drop(cmd);
         let pid = child.id() as i32;
         let mut timed_out = false;
         let status = loop {
@@ -145,16 +190,7 @@ impl Cmd {
         let duration = started.elapsed();
         // Children that outlived the leader (a make left behind) must not keep running.
         kill_group(pid);
-        let code = status.code();
-        let note = match (timed_out, code, status.signal()) {
-            (true, _, _) => format!("# killed after the {} s timeout", self.timeout.unwrap_or_default().as_secs()),
-            (_, Some(c), _) => format!("# exit status {c} after {:.1}s", duration.as_secs_f64()),
-            (_, None, Some(s)) => format!("# killed by signal {s}"),
-            _ => "# ended".to_string(),
-        };
-        let _ = writeln!(file, "{note}");
-        log::debug!("{} -> {note}", self.display());
-        Ok(Ran { command: self.display(), code, timed_out, duration, log: log.try_clone()?, log_start: start_offset })
+        Ok((status, timed_out, duration))
     }
 
     /// Runs the command with its output discarded and returns whether it succeeded (a program
@@ -171,6 +207,36 @@ impl Cmd {
         let mut cmd = self.command();
         cmd.current_dir("/").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(stderr).process_group(0);
         cmd.spawn()
+    }
+}
+
+/// What a command run by `Cmd::output` printed, and how it ended.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    pub command: String,
+    /// Exit code; None when killed by a signal.
+    pub code: Option<i32>,
+    pub timed_out: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Captured {
+    pub fn ok(&self) -> bool {
+        self.code == Some(0) && !self.timed_out
+    }
+
+    /// One sentence for people: what ran, how it ended, and the first line it complained with.
+    pub fn explain(&self) -> String {
+        let how = match (self.timed_out, self.code) {
+            (true, _) => "was killed at its timeout".to_string(),
+            (_, Some(c)) => format!("exited with status {c}"),
+            (_, None) => "was killed by a signal".to_string(),
+        };
+        match self.stderr.lines().find(|l| !l.trim().is_empty()) {
+            Some(l) => format!("`{}` {how}: {}", self.command, l.trim()),
+            None => format!("`{}` {how}", self.command),
+        }
     }
 }
 
@@ -308,5 +374,27 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let e = Cmd::new("/nonexistent/dkms").arg("status").run(&log_in(&t, "l")).unwrap_err();
         assert!(format!("{e:#}").contains("could not run /nonexistent/dkms status"));
+    }
+
+    #[test]
+    fn output_keeps_stdout_and_stderr_apart() {
+        let r = Cmd::new("sh").args(["-c", "printf 'ii '; echo oops >&2; exit 3"]).output().unwrap();
+        assert_eq!((r.code, r.stdout.as_str(), r.stderr.as_str()), (Some(3), "ii ", "oops\n"));
+        assert!(!r.ok());
+        assert_eq!(r.explain(), "`sh -c 'printf '\\''ii '\\''; echo oops >&2; exit 3'` exited with status 3: oops");
+        let r = Cmd::new("sh").args(["-c", "read x && echo got; echo done"]).output().unwrap();
+        assert_eq!(r.stdout, "done\n", "stdin is null");
+        assert!(Cmd::new("/nonexistent/dpkg-query").output().is_err());
+    }
+
+    #[test]
+    fn output_does_not_wait_for_what_the_command_left_behind() {
+        // A daemonised child keeps the output pipe open; the group is killed when the leader ends.
+        let started = Instant::now();
+        let r = Cmd::new("sh").args(["-c", "sleep 30 & echo started"]).output().unwrap();
+        assert!(r.ok() && r.stdout == "started\n", "{r:?}");
+        assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+        let r = Cmd::new("sleep").arg("30").timeout(Duration::from_millis(200)).output().unwrap();
+        assert!(r.timed_out && !r.ok() && r.explain().contains("timeout"), "{r:?}");
     }
 }
