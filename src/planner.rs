@@ -388,9 +388,9 @@ impl<'a> Planner<'a> {
             .pairs
             .iter()
             .filter(|(_, s)| s.result == Outcome::Failed && (retry_all || s.transient))
-            .map(|(k, s)| (k.clone(), s.transient))
+            .map(|(k, s)| (k.clone(), s.transient, s.reason.clone().unwrap_or_default()))
             .collect();
-        for (k, transient) in pairs {
+        for (k, transient, why) in pairs {
             let Some(m) = self.inv.modules.get(&(k.module.clone(), k.version.clone())) else { continue };
             if !self.inv.kernels.contains_key(&k.kernel) {
                 continue;
@@ -398,7 +398,7 @@ impl<'a> Planner<'a> {
             let has_build = m.builds.contains_key(&(k.kernel.clone(), k.arch.clone()));
             let mode = if has_build { Mode::Force } else { Mode::Ensure };
             let (class, reason) = if transient {
-                (EventClass::Kernel, "retry: the last attempt failed for a reason not the module's".to_string())
+                (EventClass::Kernel, format!("retry: the last attempt failed for a reason not the module's ({why})"))
             } else {
                 (EventClass::Module, "retry of a failed pair (--retry-failed)".to_string())
             };

@@ -194,6 +194,11 @@ impl Root {
         fs::remove_dir_all(self.at(p.as_ref())?)
     }
 
+    /// Creates the symbolic link `link` (inside the root) pointing at `target`, as given.
+    pub fn symlink(&self, target: impl AsRef<Path>, link: impl AsRef<Path>) -> io::Result<()> {
+        std::os::unix::fs::symlink(target.as_ref(), self.at(link.as_ref())?)
+    }
+
     /// Creates one directory, mode 0700 (the parent must exist).
     pub fn create_private_dir(&self, p: impl AsRef<Path>) -> io::Result<()> {
         fs::DirBuilder::new().mode(0o700).create(self.at(p.as_ref())?)

@@ -6,7 +6,8 @@
 //! new build installed, never none.
 //!
 //! Layout of a swap directory: `tree/` is the staging dkms tree (`tree/M/V/source` links to the
-//! same source; the new build lands in `tree/M/V/K/A`); `old/` holds the previous build while the
+//! same source; the new build lands in `tree/M/V/K/A`; the other modules of dkms's tree appear
+//! there as links, for dkms's BUILD_DEPENDS check); `old/` holds the previous build while the
 //! new one is moved into dkms's tree; `replaces` names the version a replacement uninstalled.
 
 use crate::backend::{Deadline, Dkms, Step, Target};
@@ -42,6 +43,29 @@ impl<'a> Swap<'a> {
         Ok(Swap { root, dir })
     }
 
+    /// Shows dkms the other modules of the real tree in the staging tree, as links: dkms 3.1 and
+    /// later refuse to build a module whose BUILD_DEPENDS are not installed *in the tree it builds
+    /// in* (exit 13), and a dependant's build may read its dependency's files there. The links are
+    /// only read; removing the swap removes the links, never what they point at.
+    pub fn show_others(&self, real_tree: &Path, module: &str) -> Result<()> {
+        let names = match self.root.list(real_tree) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", real_tree.display())),
+        };
+        for name in names {
+            let Some(name) = name.to_str() else { continue };
+            if name == module || check(What::ModuleName, name).is_err() {
+                continue;
+            }
+            let link = self.tree().join(name);
+            self.root
+                .symlink(real_tree.join(name), &link)
+                .with_context(|| format!("linking {} into the staging tree", name))?;
+        }
+        Ok(())
+    }
+
     /// The staging dkms tree.
     pub fn tree(&self) -> PathBuf {
         self.dir.join("tree")
@@ -73,6 +97,7 @@ impl<'a> Swap<'a> {
 pub fn rebuild(dkms: &Dkms, t: &Target, make_jobs: u32, log: &Log, d: Deadline, changed: &mut bool) -> Result<Step> {
     let root = &dkms.root;
     let swap = Swap::begin(root, t)?;
+    swap.show_others(&dkms.tree(), t.module)?;
     let staged = dkms.staged(&swap.tree());
     let step = staged.add(t.module, t.version, log, d)?;
     if !step.is_ok() {
