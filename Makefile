@@ -54,10 +54,12 @@ install: build
 	install -D -m 0644 docs/config.md $(DESTDIR)$(DOCDIR)/config.md
 	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
 
-# Distribution hooks: every file under hooks/<distro>/ is installed at the matching place.
+# Distribution hooks: every file under hooks/<distro>/ is installed at the matching place. Debian
+# also gets the stand-in for dkms's common.postinst (hooks/dkms/), which its package diverts.
 install-debian: install
 	cd hooks/debian && find . -type f | while read -r f; do \
 		install -D -m 0755 "$$f" "$(DESTDIR)$(SYSCONFDIR)/kernel/$${f#./}"; done
+	install -D -m 0755 hooks/dkms/common.postinst $(DESTDIR)$(LIBDIR)/dkms/common.postinst
 
 install-redhat: install
 	for f in hooks/rpm/*.install; do \

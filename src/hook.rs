@@ -45,6 +45,14 @@ pub enum Hook {
         #[arg(value_name = "KVER [IMAGE]", trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// /usr/lib/dkms/common.postinst (diverted by the Debian package while it has taken dkms's
+    /// autoinstall over): a dh_dkms module package is configured. Its source is checked now, so
+    /// that one that cannot be used fails the package that brought it (once per source state);
+    /// a usable one is recorded as module-changed and handed to the finalizer.
+    DebianModulePostinst {
+        #[arg(value_name = "NAME VERSION ...", trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// dkms-trigger's own `postinst triggered NAMES`: find out what changed, record it, finalize.
     DpkgTriggered {
         #[arg(value_name = "NAMES", default_value = "")]
@@ -78,6 +86,9 @@ pub fn run(root: &Root, hook: &Hook, load: Load) -> Result<Code> {
         Hook::DebianKernelPostinst { args } => debian::kernel_postinst(root, &debian::DebEnv::from_env(), args, load),
         Hook::DebianHeadersPostinst { args } => debian::headers_postinst(root, &debian::DebEnv::from_env(), args, load),
         Hook::DebianKernelPrerm { args } => debian::kernel_prerm(root, &debian::DebEnv::from_env(), args, load),
+        Hook::DebianModulePostinst { args } => {
+            debian::module_postinst(root, &debian::DebEnv::from_env(), args, load)
+        }
         Hook::DpkgTriggered { triggers } => debian::triggered(root, triggers, load),
         Hook::KernelInstall { args } => rpm::kernel_install(root, args, load),
         Hook::Rpm { scriptlet, tx } => rpm::scriptlet(root, *scriptlet, *tx, &read_stdin(), load),

@@ -85,6 +85,9 @@ pub struct Module {
     pub prints: BTreeMap<String, Fingerprint>,
     /// Bytes in the source tree's files: a stand-in for the build's cost when scheduling.
     pub source_bytes: u64,
+    /// The source tree's digest (`source` fingerprint component), also for a broken module: tells
+    /// whether an unusable source changed since it was reported.
+    pub source_digest: Option<String>,
 }
 
 /// dkms's on-disk state of one (module, version, kernel, arch).
@@ -232,6 +235,7 @@ impl Draft {
                 conf: None,
                 prints: BTreeMap::new(),
                 source_bytes: 0,
+                source_digest: None,
             },
             source_dir: None,
             dir_name: None,
@@ -251,7 +255,9 @@ impl Draft {
                             Some(format!("untrusted source: {why} (allow_untrusted_sources = true accepts it)"));
                     }
                 }
-                self.source_print = Some(SourceDigest::of(&entries));
+                let digest = SourceDigest::of(&entries);
+                self.module.source_digest = Some(digest.0.finish());
+                self.source_print = Some(digest);
                 self.module.source_bytes = entries.iter().filter(|e| e.md.is_file()).map(|e| e.md.len()).sum();
             }
             Err(e) => self.module.broken = Some(format!("cannot read {}: {e}", relative(root, dir))),

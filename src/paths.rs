@@ -63,3 +63,10 @@ pub const RPM_STATE_DIR: &str = "var/lib/rpm-state/dkms-trigger";
 /// The running system's process table, the one absolute path here: the processes a hook runs
 /// under are the host's whatever `--root` says (a Debian hook reads its ancestors' arguments).
 pub const PROC_DIR: &str = "/proc";
+
+/// Module sources found unusable and reported as an error once (`hook/debian.rs`):
+/// `UNUSABLE_DIR/NAME-VERSION` holds the source's digest when it was reported.
+pub const UNUSABLE_DIR: &str = "var/lib/dkms-trigger/unusable";
+/// dkms's common.postinst (what dh_dkms module packages run), diverted while dkms-trigger is
+/// installed, and where the diversion keeps dkms's own.
+pub const DKMS_COMMON_POSTINST: &str = "usr/lib/dkms/common.postinst";

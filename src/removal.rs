@@ -112,6 +112,8 @@ pub fn remove_module(root: &Root, config: &Config, module: &str, version: &str) 
         }
     }
     swap::forget(root, Some((module, version)), None);
+    // Its "reported unusable" note, if any (hook/debian.rs), goes with it.
+    let _ = root.remove_file(root.path(paths::UNUSABLE_DIR).join(format!("{module}-{version}")));
     drop_intents(root, |i| match i {
         Intent::ModuleChanged { module: m, version: v } | Intent::Deferred { module: m, version: v, .. }
             if m == module && v == version =>

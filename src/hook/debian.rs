@@ -7,11 +7,12 @@ use crate::finalize;
 use crate::intent::Intent;
 use crate::inventory::resolve::resolve;
 use crate::inventory::{self, ModKey, Module};
-use crate::paths::{BOOT_DIR, MODULE_DIRS, PROC_DIR};
+use crate::paths::{self, BOOT_DIR, MODULE_DIRS, PROC_DIR};
 use crate::removal;
 use crate::root::{self, Root};
 use crate::runner::Cmd;
 use crate::ui;
+use crate::validate::{self, What};
 use anyhow::Result;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -132,6 +133,65 @@ pub fn kernel_prerm(root: &Root, env: &DebEnv, args: &[String], load: Load) -> R
     Ok(Code::Ok)
 }
 
+/// `hook debian-module-postinst NAME VERSION [...]` (common.postinst's arguments). Exit status:
+/// 1 when the source cannot be used (untrusted, a dkms.conf dkms would refuse...) and this state of
+/// it was not reported yet: the module package that brought or changed it fails to configure,
+/// naming it; the next attempt with the same source exits 0 with a warning, so that later
+/// transactions are not held up by it (`status` keeps showing it). 1 as well when nothing could be
+/// recorded; otherwise 0 (a build failure is the finalizer's to report).
+pub fn module_postinst(root: &Root, env: &DebEnv, args: &[String], load: Load) -> Result<Code> {
+    ui::set_quiet(true);
+    let (Some(name), Some(version)) = (args.first(), args.get(1)) else {
+        warn("debian-module-postinst: expected NAME VERSION; nothing recorded");
+        return Ok(Code::Ok);
+    };
+    if let Err(e) = validate::check(What::ModuleName, name).and_then(|_| validate::check(What::ModuleVersion, version)) {
+        warn(format!("debian-module-postinst: {e}; nothing recorded"));
+        return Ok(Code::Ok);
+    }
+    if !root.is_dir(format!("{}/{name}-{version}", paths::SOURCE_TREE)) {
+        // A binary-only or tarball package: nothing of ours to build.
+        warn(format!("{name}/{version}: no source in /{}/{name}-{version}; nothing recorded", paths::SOURCE_TREE));
+        return Ok(Code::Ok);
+    }
+    let config = load()?;
+    let inventory = inventory::scan(root, &config)?;
+    let module = inventory.modules.get(&(name.clone(), version.clone()));
+    if let Some(why) = module.and_then(|m| m.broken.as_deref()) {
+        let state = module.and_then(|m| m.source_digest.clone()).unwrap_or_default();
+        return Ok(report_unusable(root, name, version, why, &state));
+    }
+    forget_unusable(root, name, version);
+    let source = format!("{}:common.postinst", env.package.as_deref().unwrap_or("manual"));
+    let intent = Intent::ModuleChanged { module: name.clone(), version: version.clone() };
+    record_and_hand_off(root, env, intent, &source, load)
+}
+
+/// Reports an unusable source: an error the first time for this state of it (`state`, the source
+/// tree's digest, remembered in UNUSABLE_DIR), a warning afterwards.
+fn report_unusable(root: &Root, name: &str, version: &str, why: &str, state: &str) -> Code {
+    let marker = format!("{name}-{version}");
+    let dir = root.path(paths::UNUSABLE_DIR);
+    let reported = root.read_to_string(dir.join(&marker)).is_ok_and(|s| s.trim() == state && !state.is_empty());
+    if reported {
+        warn(format!(
+            "{name}/{version} cannot be used: {why} (reported when its package brought it; `dkms-trigger status` lists it)"
+        ));
+        return Code::Ok;
+    }
+    eprintln!("dkms-trigger: error: {name}/{version} cannot be used: {why}");
+    let remembered = root.private_dir(paths::UNUSABLE_DIR).and_then(|d| root.write_atomic(&d, &marker, state.as_bytes()));
+    if let Err(e) = remembered {
+        warn(format!("could not remember that {name}/{version} was reported: {e:#}"));
+    }
+    Code::Failure
+}
+
+/// Forgets that `name`/`version` was reported unusable (it is usable now, or gone).
+pub fn forget_unusable(root: &Root, name: &str, version: &str) {
+    let _ = root.remove_file(root.path(paths::UNUSABLE_DIR).join(format!("{name}-{version}")));
+}
+
 /// Records, then hands off. Exit status policy (docs/debian.md, "Hook exit status"): nothing
 /// recorded is 1, so that dpkg leaves the kernel package half-configured and runs the hook again;
 /// after that, 0 whatever the finalizer says (a module never fails a kernel's configuration).
@@ -177,8 +237,17 @@ pub fn triggered(root: &Root, triggers: &str, load: Load) -> Result<Code> {
         return finalize::run(root, &load()?, &finalize::Options::default());
     }
     let modules = inventory::modules_on_disk(root)?;
-    let new = new_sources(&modules);
+    let mut new = new_sources(&modules);
+    let config = load();
     if !new.is_empty() {
+        // Only sources that can be used: one that cannot was reported by its package's own
+        // configuration (module_postinst), and must not fail every later trigger run.
+        if let Ok(c) = &config {
+            match inventory::scan(root, c) {
+                Ok(inv) => new.retain(|i| usable(&inv, i)),
+                Err(e) => warn(format!("could not check the new module sources: {e:#}")),
+            }
+        }
         if let Err(e) = record(root, &new, "dpkg-trigger:new-source") {
             warn(format!("could not record new module sources ({e:#}); the rescan builds them"));
         }
@@ -189,7 +258,6 @@ pub fn triggered(root: &Root, triggers: &str, load: Load) -> Result<Code> {
         .filter(is_gone)
         .map(|f| f.kernel)
         .collect();
-    let config = load();
     match &config {
         Ok(c) => {
             for k in &gone {
@@ -205,8 +273,32 @@ pub fn triggered(root: &Root, triggers: &str, load: Load) -> Result<Code> {
         }
         Err(_) => {}
     }
+    prune_unusable(root);
     record(root, &[Intent::Rescan], &trigger_source(triggers))?;
     finalize::run(root, &config?, &finalize::Options::default())
+}
+
+/// Drops the "reported unusable" notes of sources that are gone.
+fn prune_unusable(root: &Root) {
+    let dir = root.path(paths::UNUSABLE_DIR);
+    for name in root.list(&dir).unwrap_or_default() {
+        let name = name.to_string_lossy();
+        if validate::check(What::ModuleName, &name).is_ok()
+            && !root.is_dir(format!("{}/{name}", paths::SOURCE_TREE))
+        {
+            let _ = root.remove_file(dir.join(name.as_ref()));
+        }
+    }
+}
+
+/// Whether a module-changed intent names a module the inventory can use (not broken or untrusted).
+fn usable(inv: &inventory::Inventory, i: &Intent) -> bool {
+    match i {
+        Intent::ModuleChanged { module, version } => {
+            inv.modules.get(&(module.clone(), version.clone())).is_some_and(|m| m.broken.is_none())
+        }
+        _ => true,
+    }
 }
 
 /// dpkg passes file triggers by their interest path, explicit ones by name.

@@ -74,6 +74,7 @@ impl Sys {
                 .map(|k| (k.clone(), fp(&[("source", &format!("s-{name}-{version}"))], 500)))
                 .collect(),
             source_bytes: 0,
+            source_digest: None,
         };
         self.inv.modules.insert((name.into(), version.into()), m);
         self.inv.modules.get_mut(&(name.into(), version.into())).unwrap()

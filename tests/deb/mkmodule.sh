@@ -9,6 +9,10 @@
 #     --requires-installed MOD make refuses to build unless MOD is installed for the kernel being
 #                              built: proves the dependency really was built first
 #     --fail-on KVER|all       fails to compile for that kernel (or every kernel)
+#     --fail-while FILE        make fails while FILE exists (a cause a test can remove again)
+#     --hang-while FILE        make hangs (10 minutes) while FILE exists
+#     --untrusted              one source file is world-writable: dkms would build it, dkms-trigger
+#                              refuses to run such a source as root
 #     --depends PKG            an extra Depends of the package (to force dpkg's configure order)
 #     --revision REV           Debian revision (default 1)
 #     --source-only            write /usr/src/NAME-VERSION only, no package (a hand-made module)
@@ -21,7 +25,8 @@ set -euo pipefail
 
 name=$1 version=$2
 shift 2
-autoinstall=yes revision=1 source_only='' fail_on='' depends="dkms"
+autoinstall=yes revision=1 source_only='' fail_on='' depends="dkms" fail_while='' hang_while='' untrusted=''
+
 build_depends=() requires=()
 while (($#)); do
     case "$1" in
@@ -29,6 +34,9 @@ while (($#)); do
     --build-depends) build_depends+=("$2"); shift 2 ;;
     --requires-installed) requires+=("$2"); shift 2 ;;
     --fail-on) fail_on=$2; shift 2 ;;
+    --fail-while) fail_while=$2; shift 2 ;;
+    --hang-while) hang_while=$2; shift 2 ;;
+    --untrusted) untrusted=1; shift ;;
     --depends) depends+=", $2"; shift 2 ;;
     --revision) revision=$2; shift 2 ;;
     --source-only) source_only=1; shift ;;
@@ -68,6 +76,12 @@ write_source() { # DIR
         echo "\$(obj)/$name.o: \$(obj)/.test-build-record"
         echo "\$(obj)/.test-build-record:"
         printf '\t@echo "build %s %s $(KERNELRELEASE) $$(date +%%s.%%N) by=$${DPKG_MAINTSCRIPT_PACKAGE:--}" >> /var/log/dkms-test-builds.log\n' "$name" "$version"
+        if [[ -n $fail_while ]]; then
+            printf '\t@if [ -e %s ]; then echo "%s: broken on purpose while %s exists" >&2; exit 1; fi\n' "$fail_while" "$name" "$fail_while"
+        fi
+        if [[ -n $hang_while ]]; then
+            printf '\t@if [ -e %s ]; then sleep 600; fi\n' "$hang_while"
+        fi
         printf '\t@touch $@\n'
     } >"$d/Makefile"
     cat >"$d/$name.c" <<EOT
@@ -99,6 +113,7 @@ EOT
 
 if [[ -n $source_only ]]; then
     write_source "/usr/src/$name-$version"
+    [[ -z $untrusted ]] || chmod 0666 "/usr/src/$name-$version/$name.c"
     echo "/usr/src/$name-$version"
     exit 0
 fi
@@ -107,6 +122,7 @@ pkg=$name-dkms
 tree=$(mktemp -d)
 trap 'rm -rf "$tree"' EXIT
 write_source "$tree/usr/src/$name-$version"
+[[ -z $untrusted ]] || chmod 0666 "$tree/usr/src/$name-$version/$name.c"
 mkdir -p "$tree/DEBIAN" /root/debs
 cat >"$tree/DEBIAN/control" <<EOT
 Package: $pkg
