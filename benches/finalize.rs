@@ -20,7 +20,7 @@ mod common;
 #[path = "fakeroot.rs"]
 mod fakeroot;
 
-use common::{kernels_with_headers, World};
+use common::{test_kernels, World};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -135,8 +135,7 @@ fn timed(w: &World, script: &str) -> (Duration, String) {
 }
 
 fn transaction() {
-    let ks = kernels_with_headers();
-    let (k1, k2) = (ks[ks.len() - 2].clone(), ks[ks.len() - 1].clone());
+    let [k1, k2] = test_kernels();
     let k3 = "6.1.0-999-amd64".to_string(); // added in the transaction (its headers: K2's tree)
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     println!("\n2. a transaction: kernels {k1} {k2} + {k3} added, headers of {k1} upgraded in place,");

@@ -244,7 +244,7 @@ mod tests {
     }
 
     #[test]
-    #[should_panic]
+    #[should_panic(expected = "relative path var/../../etc climbs out of the root")]
     fn path_refuses_parent_components() {
         Root { dir: PathBuf::from("/r") }.path("var/../../etc");
     }

@@ -4,13 +4,13 @@
 
 mod common;
 
-use common::{count_builds, kernels_with_headers, vermagic, Module, World};
+use common::{count_builds, test_kernels, vermagic, Module, World};
 use std::process::Output;
 
-/// The two newest header kernels (oldest first).
+/// The two test kernels (oldest first).
 fn two_kernels() -> (String, String) {
-    let ks = kernels_with_headers();
-    (ks[ks.len() - 2].clone(), ks[ks.len() - 1].clone())
+    let [k1, k2] = test_kernels();
+    (k1, k2)
 }
 
 fn out(o: &Output) -> (String, String) {

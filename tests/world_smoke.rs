@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{kernels_with_headers, parse_status, tree_listing, vermagic, BuildRecord, Module, State, World};
+use common::{parse_status, test_kernels, tree_listing, vermagic, BuildRecord, Module, State, World};
 use std::path::Path;
 
 #[test]
@@ -12,19 +12,18 @@ fn hello_for_both_kernels_leaves_the_host_alone() {
     let host_dirs = ["/var/lib/dkms", "/usr/src", "/lib/modules", "/etc/dkms", "/boot"];
     let before: Vec<Vec<String>> = host_dirs.iter().map(|d| tree_listing(Path::new(d))).collect();
 
-    let kernels = kernels_with_headers();
-    let pair = &kernels[kernels.len() - 2..];
+    let pair = test_kernels();
     let world = World::new();
     let hello = Module::hello();
     hello.write_to(&world);
 
     world.run_ok("dkms add -m hello -v 1.0");
-    for k in pair {
+    for k in &pair {
         world.run_ok(&format!("dkms build -m hello -v 1.0 -k {k}"));
         world.run_ok(&format!("dkms install -m hello -v 1.0 -k {k} --no-depmod && depmod -a {k}"));
     }
 
-    for k in pair {
+    for k in &pair {
         let ko = world.installed_ko("hello", k).unwrap_or_else(|| panic!("hello.ko installed for {k}"));
         assert!(ko.ends_with(format!("updates/dkms/{}", ko.file_name().unwrap().to_string_lossy())));
         let vm = vermagic(&ko);
@@ -34,7 +33,7 @@ fn hello_for_both_kernels_leaves_the_host_alone() {
         assert!(dep.contains("updates/dkms/hello.ko"), "modules.dep of {k}: {dep}");
     }
     let status = world.dkms_status();
-    for k in pair {
+    for k in &pair {
         assert!(
             status.iter().any(|s| s.module == "hello" && s.kernel.as_deref() == Some(k) && s.state == State::Installed),
             "dkms status: {status:?}"
@@ -42,7 +41,7 @@ fn hello_for_both_kernels_leaves_the_host_alone() {
     }
     // The build recorder saw exactly one build per kernel.
     let builds = world.builds();
-    for k in pair {
+    for k in &pair {
         assert_eq!(common::count_builds(&builds, "hello", k), 1, "{builds:?}");
     }
     assert_eq!(common::built_make_logs(&world.upper("/var/lib/dkms")).len(), 2);

@@ -1,17 +1,63 @@
 #!/bin/bash
-# Prints the two newest usable linux-headers-<ABI>-FLAVOUR packages apt offers, oldest first, one a
-# line; exits 1 when there are fewer than two. Usable: installed, or installable (apt can resolve
-# it). Never the -cloud-, -rt- or +debNN series names. The one rule for choosing the test kernels:
-# used on the host by tests/setup/install-deps.sh and inside the test chroots by
-# tests/deb/base-inside.sh and tests/pm/base-inside.sh.
+# The one rule for the two test kernels, in two modes:
 #
-#   newest-headers.sh FLAVOUR        (Debian: the architecture, amd64; Ubuntu: generic)
+#   newest-headers.sh [FLAVOUR]               what to install: the two newest usable
+#                                             linux-headers-<ABI>-FLAVOUR packages apt offers, one a
+#                                             line, oldest first. Usable: installed, or installable
+#                                             (apt can resolve it).
+#   newest-headers.sh --installed [FLAVOUR]   what is installed: the kernel versions (<ABI>-FLAVOUR)
+#                                             of the two newest such packages that are installed and
+#                                             whose /lib/modules/K/build has include/ and a Makefile,
+#                                             oldest first, one a line.
+#
+# Both exit 1 when there are fewer than two. Package names: never the -cloud-, -rt- or +debNN series.
+# FLAVOUR defaults to $DKMS_TRIGGER_TEST_FLAVOUR, else generic on Ubuntu and the architecture
+# (amd64) on Debian. Used on the host by tests/setup/install-deps.sh (to choose, then to verify and
+# print what it installed), inside the test chroots by tests/deb/base-inside.sh and
+# tests/pm/base-inside.sh, and by the Rust tests (tests/common/kernels.rs: the real-system tests
+# and benchmarks run on the kernels `--installed` prints), so no test depends on which ABIs the
+# archive carries today.
 set -euo pipefail
-flavour=${1:?usage: newest-headers.sh FLAVOUR}
+mode=apt
+if [[ ${1:-} == --installed ]]; then
+    mode=installed
+    shift
+fi
+flavour=${1:-${DKMS_TRIGGER_TEST_FLAVOUR:-}}
+if [[ -z $flavour ]]; then
+    case "$(. /etc/os-release 2>/dev/null && echo "${ID:-}")" in
+        ubuntu) flavour=generic ;;
+        *) flavour=$(dpkg --print-architecture) ;; # Debian names the flavour after the arch: amd64
+    esac
+fi
 # Debian: linux-headers-6.1.0-56-amd64; Ubuntu: linux-headers-6.8.0-45-generic. The ABI part is
 # digits, dots and dashes only, which keeps out -cloud-amd64, -rt-amd64 and meta packages.
 re="^linux-headers-[0-9]+\\.[0-9]+(\\.[0-9]+)?-[0-9][0-9.]*-${flavour}\$"
 installed() { [[ $(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null) == "ii"* ]]; }
+
+if [[ $mode == installed ]]; then
+    # Installed packages of the rule, newest first; a kernel counts when its headers are usable
+    # where dkms looks for them.
+    chosen=()
+    while read -r pkg; do
+        [[ -n $pkg ]] || continue
+        k=${pkg#linux-headers-}
+        if [[ -d /lib/modules/$k/build/include && -f /lib/modules/$k/build/Makefile ]]; then
+            chosen+=("$k")
+        else
+            echo "newest-headers: skipping $pkg: /lib/modules/$k/build has no include/ or Makefile" >&2
+        fi
+        ((${#chosen[@]} < 2)) || break
+    done < <(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' 'linux-headers-*' 2>/dev/null |
+        awk '$1 ~ /^ii/ { print $2 }' | grep -E "$re" | sort -V -r -u || true)
+    if ((${#chosen[@]} < 2)); then
+        echo "newest-headers: fewer than two installed linux-headers-*-$flavour kernels with usable headers" \
+            "(found: ${chosen[*]:-none}): run tests/setup/install-deps.sh as root" >&2
+        exit 1
+    fi
+    printf '%s\n' "${chosen[1]}" "${chosen[0]}"
+    exit 0
+fi
 
 # One `apt-cache policy` call with a regex: each apt-cache run costs a second or more where apt
 # keeps no binary cache (containers). A package counts when it has a candidate or is installed (a
