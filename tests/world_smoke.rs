@@ -71,9 +71,19 @@ fn world_is_isolated_and_persistent() {
     // Host files below an overlay are visible; a later run still sees the first run's files.
     let out = world.run_ok(&format!("cat /usr/src/{marker}; test -f /etc/dkms/framework.conf && echo conf"));
     assert_eq!(out, "inside\nconf\n");
-    // Outside the world's mounts the root filesystem is read-only; /tmp stays usable.
-    let out = world.run(&format!("touch /opt/{marker}"));
-    assert!(!out.status.success(), "writing /opt must fail inside the world");
+    // Outside the world's mounts the root filesystem is read-only; /tmp stays usable. Checked on the
+    // mount first (so a writable root is caught before anything is written to the host), then by a
+    // write that must fail for exactly that reason.
+    let mnt = world.run_ok("findmnt -n -o TARGET,OPTIONS --target /opt");
+    let (target, opts) = mnt.trim().split_once(char::is_whitespace).unwrap_or((mnt.trim(), ""));
+    assert_eq!(target, "/", "/opt must lie on the root filesystem inside the world: {mnt}");
+    assert!(opts.trim().split(',').any(|o| o == "ro"), "the root filesystem must be read-only inside the world: {mnt}");
+    let out = world.run(&format!("LC_ALL=C touch /opt/{marker}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("Read-only file system"),
+        "writing /opt must fail as read-only: {err}"
+    );
     assert!(!Path::new("/opt").join(&marker).exists());
     world.run_ok("t=$(mktemp) && rm $t");
     // The package's binary is on PATH; the merged-/usr modules path maps to one upper dir.
