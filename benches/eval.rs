@@ -1,7 +1,11 @@
 //! Wall time of dkmsconf::evaluate for 100 modules x 50 fake kernels, with confs that do not use
-//! kernel variables and with confs that all do (`cargo bench --bench eval`).
+//! kernel variables and with confs that all do (`cargo bench --bench eval`). No target of its own:
+//! it is a part of the planning targets (benches/planning.rs). Asserts that every conf evaluated.
 // Tests build fake roots and run programs directly; the one-door rule (clippy.toml) is the library's.
 #![allow(clippy::disallowed_methods)]
+
+#[path = "target.rs"]
+mod target;
 
 use dkms_trigger::dkmsconf::{evaluate, KernelContext, Options, Request};
 use std::fs;
@@ -63,13 +67,18 @@ fn bench(name: &str, requests: &[Request], opts: &Options, independent: bool) {
     let (started, cpu) = (Instant::now(), cpu_seconds());
     let results = evaluate(requests, opts);
     let (took, cpu) = (started.elapsed(), cpu_seconds() - cpu);
+    assert_eq!(results.len(), requests.len(), "{name}: one result per conf");
     for r in &results {
         let e = r.as_ref().expect("evaluated");
         assert_eq!(e.kernel_independent, independent, "{name}");
         assert_eq!(e.per_kernel.len(), KERNELS);
         assert!(e.per_kernel.values().all(Result::is_ok));
     }
-    println!("{name}: {MODULES} modules x {KERNELS} kernels in {:.3} s ({cpu:.2} s of CPU)", took.as_secs_f64());
+    println!(
+        "{name}: {MODULES} modules x {KERNELS} kernels in {:.3} s ({cpu:.2} s of CPU) {}",
+        took.as_secs_f64(),
+        target::NO_TARGET
+    );
 }
 
 fn main() {

@@ -6,13 +6,13 @@
 
 mod common;
 
-use common::{count_builds, kernels_with_headers, vermagic, Module, World};
+use common::{count_builds, test_kernels, vermagic, Module, World};
 use std::process::Output;
 
-/// The two newest header kernels (oldest first).
+/// The two test kernels (oldest first).
 fn two_kernels() -> (String, String) {
-    let ks = kernels_with_headers();
-    (ks[ks.len() - 2].clone(), ks[ks.len() - 1].clone())
+    let [k1, k2] = test_kernels();
+    (k1, k2)
 }
 
 fn out(o: &Output) -> (String, String) {
@@ -43,6 +43,25 @@ fn spool_len(w: &World) -> usize {
 
 fn installed_for(w: &World, module: &str, k: &str) -> bool {
     w.installed_ko(module, k).is_some()
+}
+
+/// Shell function for world scripts: `wait_started M` returns once a build of module M has started
+/// (the build recorder's `start` line), printing `build-started M`; after 120 s (a loaded 2-core
+/// machine) it prints `no build of M started` and fails, which ends the `set -e` script.
+const WAIT_STARTED: &str = r#"
+wait_started() {
+    for _ in $(seq 1200); do
+        if grep -q "^start $1 " /var/log/dkms-world/builds.log 2>/dev/null; then echo "build-started $1"; return 0; fi
+        sleep 0.1
+    done
+    echo "no build of $1 started"
+    return 1
+}
+"#;
+
+/// The value of a `key=value` line a world script printed.
+fn printed<'a>(stdout: &'a str, key: &str) -> Option<&'a str> {
+    stdout.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
 }
 
 #[test]
@@ -103,32 +122,51 @@ fn s1_unknown_dependency_is_deferred_then_built_when_it_arrives() {
 #[test]
 fn s2_toolchain_drift_rebuilds_every_kernel_that_uses_it_and_nothing_else() {
     let (k1, k2) = two_kernels();
-    // The kbuild tools the headers resolve to, made writable inside the world.
-    let kbuild = std::fs::canonicalize(format!("/lib/modules/{k2}/build/scripts/mod/modpost")).unwrap();
-    let kbuild_dir = kbuild.parent().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
+    // The kbuild tree K2's headers resolve to (Debian: linux-kbuild-X.Y), made writable inside the
+    // world.
+    let modpost = std::fs::canonicalize(format!("/lib/modules/{k2}/build/scripts/mod/modpost")).unwrap();
+    let kbuild_dir = modpost.parent().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
     let w = World::builder().overlay(&kbuild_dir).build();
+    // K1 gets a kbuild tree of its own, as a kernel of another X.Y has on Debian. A stand-in: the
+    // two test kernels are ABIs of one series and share one tree, so without it no kernel would be
+    // left out of the drift and "nothing else" could not fail.
+    w.run_ok(&format!(
+        "cp -a {kb} /usr/src/kbuild-of-{k1} && ln -sfn /usr/src/kbuild-of-{k1}/scripts /usr/src/linux-headers-{k1}/scripts",
+        kb = kbuild_dir.display()
+    ));
+    let resolved = w.run_ok(&format!(
+        "readlink -f /lib/modules/{k1}/build/scripts/mod/modpost /lib/modules/{k2}/build/scripts/mod/modpost"
+    ));
+    assert_eq!(
+        resolved.lines().collect::<Vec<_>>(),
+        vec![format!("/usr/src/kbuild-of-{k1}/scripts/mod/modpost"), modpost.display().to_string()],
+        "K1 and K2 use different kbuild trees"
+    );
     Module::hello().write_to(&w);
     Module::new("manual").autoinstall("").write_to(&w);
     w.run_ok("dkms-trigger record module-changed hello/1.0; dkms-trigger record module-changed manual/1.0; dkms-trigger finalize");
     let before = w.builds();
+    for k in [&k1, &k2] {
+        for m in ["hello", "manual"] {
+            assert_eq!(count_builds(&before, m, k), 1, "{m} built for {k}: {before:?}");
+        }
+    }
     // Nothing drifted: a rescan rebuilds nothing.
     w.run_ok("dkms-trigger finalize --rescan");
     assert_eq!(w.builds().len(), before.len(), "no rebuild without drift");
-    // A kbuild upgrade: the tool file changes (same path, new content and time).
-    w.run_ok(&format!(
-        "cp -p {p} /tmp/modpost.$$ && cat /tmp/modpost.$$ > {p} && touch {p}; rm -f /tmp/modpost.$$",
-        p = kbuild.display()
-    ));
+    // A kbuild upgrade: K2's modpost gets new content (bytes appended after the ELF image, which
+    // the loader ignores) at a new time.
+    w.run_ok(&format!("printf '\\n# a new linux-kbuild\\n' >> {}", modpost.display()));
     let o = w.run("dkms-trigger record --source dpkg:linux-kbuild toolchain-changed; dkms-trigger finalize");
     assert!(o.status.success(), "{:?}", out(&o));
     let after = w.builds();
+    assert_eq!(count_builds(&after, "hello", &k2), 2, "hello rebuilt for {k2}, whose kbuild changed: {after:?}");
+    assert_eq!(count_builds(&after, "hello", &k1), 1, "hello not rebuilt for {k1}, whose kbuild did not: {after:?}");
     for k in [&k1, &k2] {
-        if std::fs::canonicalize(format!("/lib/modules/{k}/build/scripts/mod/modpost")).unwrap() == kbuild {
-            assert_eq!(count_builds(&after, "hello", k), 2, "hello rebuilt for {k}");
-        }
         assert_eq!(count_builds(&after, "manual", k), 1, "a module that is not AUTOINSTALL is left alone on {k}");
         assert_eq!(cell(&w, "hello", k), "installed");
     }
+    assert_eq!(after.len(), before.len() + 1, "nothing else was built: {after:?}");
 }
 
 #[test]
@@ -227,19 +265,28 @@ fn sigkill_of_finalize_mid_build_is_completed_by_the_next_finalize() {
     let w = World::new();
     Module::new("slowpoke").slow(6).write_to(&w);
     Module::hello().write_to(&w);
-    let o = w.run(
-        "dkms-trigger record module-changed slowpoke/1.0; dkms-trigger record module-changed hello/1.0
+    let o = w.run(&format!(
+        "{WAIT_STARTED}
+         dkms-trigger record module-changed slowpoke/1.0; dkms-trigger record module-changed hello/1.0
          dkms-trigger finalize --jobs 1 > /tmp/first.log 2>&1 &
          pid=$!
          # Kill it while a build is running.
-         for i in $(seq 100); do grep -q '^start slowpoke' /var/log/dkms-world/builds.log 2>/dev/null && break; sleep 0.1; done
-         kill -9 $pid; wait $pid || true
-         echo killed
-         dkms-trigger finalize",
-    );
+         wait_started slowpoke
+         kill -9 $pid
+         rc=0; wait $pid || rc=$?
+         echo first-status=$rc
+         echo slowpoke-ended-at-kill=$(grep -c '^end slowpoke ' /var/log/dkms-world/builds.log || true)
+         echo in-progress-at-kill=$(grep -c in-progress /var/lib/dkms-trigger/state.toml || true)
+         dkms-trigger finalize"
+    ));
     let (so, se) = out(&o);
     assert!(o.status.success(), "{so}{se}");
-    assert!(so.contains("killed"));
+    // The kill landed mid-build: the first finalize died of SIGKILL while slowpoke's build had
+    // started and not ended, with its pair marked in progress.
+    assert!(so.lines().any(|l| l == "build-started slowpoke"), "{so}{se}");
+    assert_eq!(printed(&so, "first-status"), Some("137"), "the first finalize was killed by SIGKILL: {so}{se}");
+    assert_eq!(printed(&so, "slowpoke-ended-at-kill"), Some("0"), "the kill came before the build ended: {so}");
+    assert_eq!(printed(&so, "in-progress-at-kill"), Some("1"), "one pair was in progress at the kill: {so}");
     for m in ["slowpoke", "hello"] {
         for k in [&k1, &k2] {
             assert!(installed_for(&w, m, k), "{m} for {k} after the second finalize\n{so}{se}");
@@ -284,16 +331,23 @@ fn intents_recorded_during_a_finalize_are_run_by_the_same_run() {
     let w = World::new();
     Module::new("slowpoke").slow(4).write_to(&w);
     Module::hello().write_to(&w);
-    let o = w.run(
-        "dkms-trigger record module-changed slowpoke/1.0
+    let o = w.run(&format!(
+        "{WAIT_STARTED}
+         dkms-trigger record module-changed slowpoke/1.0
          dkms-trigger finalize --jobs 1 > /tmp/f.log 2>&1 &
          pid=$!
-         for i in $(seq 100); do grep -q '^start slowpoke' /var/log/dkms-world/builds.log 2>/dev/null && break; sleep 0.1; done
+         wait_started slowpoke
          dkms-trigger record --source hook-during-run module-changed hello/1.0
-         wait $pid; echo rc=$?; cat /tmp/f.log",
-    );
+         # Recorded during the run: the finalizer was still running and slowpoke still building.
+         if kill -0 $pid; then echo finalize-running-at-record=yes; fi
+         echo slowpoke-ended-at-record=$(grep -c '^end slowpoke ' /var/log/dkms-world/builds.log || true)
+         rc=0; wait $pid || rc=$?; echo rc=$rc; cat /tmp/f.log"
+    ));
     let (so, se) = out(&o);
-    assert!(so.contains("rc=0"), "{so}{se}");
+    assert!(so.lines().any(|l| l == "build-started slowpoke"), "{so}{se}");
+    assert_eq!(printed(&so, "finalize-running-at-record"), Some("yes"), "{so}{se}");
+    assert_eq!(printed(&so, "slowpoke-ended-at-record"), Some("0"), "{so}{se}");
+    assert_eq!(printed(&so, "rc"), Some("0"), "{so}{se}");
     for k in [&k1, &k2] {
         assert!(installed_for(&w, "hello", k), "the intent recorded during the run was executed: {so}");
     }
@@ -306,10 +360,11 @@ fn two_finalizers_one_runs_the_other_waits_or_reports_busy() {
     let w = World::new();
     Module::new("slowpoke").slow(5).write_to(&w);
     let o = w.run(&format!(
-        "dkms-trigger record module-changed slowpoke/1.0
+        "{WAIT_STARTED}
+         dkms-trigger record module-changed slowpoke/1.0
          dkms-trigger finalize > /tmp/a.log 2>&1 &
          a=$!
-         for i in $(seq 100); do grep -q '^start slowpoke' /var/log/dkms-world/builds.log 2>/dev/null && break; sleep 0.1; done
+         wait_started slowpoke
          set +e
          dkms-trigger finalize --no-wait; echo nowait=$?
          dkms-trigger record kernel-added {k2}
@@ -318,6 +373,7 @@ fn two_finalizers_one_runs_the_other_waits_or_reports_busy() {
          cat /tmp/b.log"
     ));
     let (so, se) = out(&o);
+    assert!(so.lines().any(|l| l == "build-started slowpoke"), "the first finalizer was building: {so}{se}");
     assert!(so.contains("nowait=3"), "--no-wait exits busy: {so}{se}");
     assert!(se.contains("another finalizer"), "{se}");
     assert!(so.contains("waited=0") && so.contains("first=0"), "{so}");

@@ -8,12 +8,12 @@
 
 mod common;
 
-use common::{count_builds, kernels_with_headers, Module, State, World};
+use common::{count_builds, test_kernels, Module, State, World};
 use std::process::Output;
 
 fn two_kernels() -> (String, String) {
-    let ks = kernels_with_headers();
-    (ks[ks.len() - 2].clone(), ks[ks.len() - 1].clone())
+    let [k1, k2] = test_kernels();
+    (k1, k2)
 }
 
 fn out(o: &Output) -> String {

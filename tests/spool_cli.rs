@@ -103,10 +103,30 @@ fn concurrent_records_lose_nothing() {
     for w in workers {
         w.join().unwrap();
     }
+    // Every kernel exactly once: no intent lost, none written twice (as two entries, or as one
+    // entry counted twice).
+    let v = spool_json(&r);
+    assert!(v["problem"].is_null(), "spool must parse: {}", v["problem"]);
+    let intents = v["intents"].as_array().unwrap();
+    let twice: Vec<&serde_json::Value> = intents.iter().filter(|i| i["count"] != 1).collect();
+    assert!(twice.is_empty(), "{} intents recorded once but counted more, first: {:?}", twice.len(), twice.first());
     let mut got = kernels_in_spool(&r);
     got.sort();
-    got.dedup();
-    assert_eq!(got.len(), 64 * 50, "every one of the 3,200 intents is present once");
+    let mut want: Vec<String> = (0..64).flat_map(|w| (0..50).map(move |i| format!("6.1.0-{w}-{i}"))).collect();
+    want.sort();
+    assert_eq!(got.len(), intents.len(), "only kernel-added intents were recorded");
+    if got != want {
+        let dup: Vec<&String> = got.windows(2).filter(|p| p[0] == p[1]).map(|p| &p[0]).collect();
+        let lost: Vec<&String> = want.iter().filter(|k| got.binary_search(k).is_err()).collect();
+        panic!(
+            "every one of the 3,200 intents must be present once: {} entries; {} duplicated (first {:?}); {} lost (first {:?})",
+            got.len(),
+            dup.len(),
+            &dup[..dup.len().min(3)],
+            lost.len(),
+            &lost[..lost.len().min(3)]
+        );
+    }
 }
 
 #[test]

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{kernels_with_headers, parse_status, tree_listing, vermagic, BuildRecord, Module, State, World};
+use common::{parse_status, test_kernels, tree_listing, vermagic, BuildRecord, Module, State, World};
 use std::path::Path;
 
 #[test]
@@ -14,19 +14,18 @@ fn hello_for_both_kernels_leaves_the_host_alone() {
     let host_dirs = ["/var/lib/dkms", "/usr/src", "/lib/modules", "/etc/dkms", "/boot"];
     let before: Vec<Vec<String>> = host_dirs.iter().map(|d| tree_listing(Path::new(d))).collect();
 
-    let kernels = kernels_with_headers();
-    let pair = &kernels[kernels.len() - 2..];
+    let pair = test_kernels();
     let world = World::new();
     let hello = Module::hello();
     hello.write_to(&world);
 
     world.run_ok("dkms add -m hello -v 1.0");
-    for k in pair {
+    for k in &pair {
         world.run_ok(&format!("dkms build -m hello -v 1.0 -k {k}"));
         world.run_ok(&format!("dkms install -m hello -v 1.0 -k {k} --no-depmod && depmod -a {k}"));
     }
 
-    for k in pair {
+    for k in &pair {
         let ko = world.installed_ko("hello", k).unwrap_or_else(|| panic!("hello.ko installed for {k}"));
         assert!(ko.ends_with(format!("updates/dkms/{}", ko.file_name().unwrap().to_string_lossy())));
         let vm = vermagic(&ko);
@@ -36,7 +35,7 @@ fn hello_for_both_kernels_leaves_the_host_alone() {
         assert!(dep.contains("updates/dkms/hello.ko"), "modules.dep of {k}: {dep}");
     }
     let status = world.dkms_status();
-    for k in pair {
+    for k in &pair {
         assert!(
             status.iter().any(|s| s.module == "hello" && s.kernel.as_deref() == Some(k) && s.state == State::Installed),
             "dkms status: {status:?}"
@@ -44,7 +43,7 @@ fn hello_for_both_kernels_leaves_the_host_alone() {
     }
     // The build recorder saw exactly one build per kernel.
     let builds = world.builds();
-    for k in pair {
+    for k in &pair {
         assert_eq!(common::count_builds(&builds, "hello", k), 1, "{builds:?}");
     }
     assert_eq!(common::built_make_logs(&world.upper("/var/lib/dkms")).len(), 2);
@@ -74,9 +73,19 @@ fn world_is_isolated_and_persistent() {
     // Host files below an overlay are visible; a later run still sees the first run's files.
     let out = world.run_ok(&format!("cat /usr/src/{marker}; test -f /etc/dkms/framework.conf && echo conf"));
     assert_eq!(out, "inside\nconf\n");
-    // Outside the world's mounts the root filesystem is read-only; /tmp stays usable.
-    let out = world.run(&format!("touch /opt/{marker}"));
-    assert!(!out.status.success(), "writing /opt must fail inside the world");
+    // Outside the world's mounts the root filesystem is read-only; /tmp stays usable. Checked on the
+    // mount first (so a writable root is caught before anything is written to the host), then by a
+    // write that must fail for exactly that reason.
+    let mnt = world.run_ok("findmnt -n -o TARGET,OPTIONS --target /opt");
+    let (target, opts) = mnt.trim().split_once(char::is_whitespace).unwrap_or((mnt.trim(), ""));
+    assert_eq!(target, "/", "/opt must lie on the root filesystem inside the world: {mnt}");
+    assert!(opts.trim().split(',').any(|o| o == "ro"), "the root filesystem must be read-only inside the world: {mnt}");
+    let out = world.run(&format!("LC_ALL=C touch /opt/{marker}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("Read-only file system"),
+        "writing /opt must fail as read-only: {err}"
+    );
     assert!(!Path::new("/opt").join(&marker).exists());
     world.run_ok("t=$(mktemp) && rm $t");
     // The package's binary is on PATH; the merged-/usr modules path maps to one upper dir.

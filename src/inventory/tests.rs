@@ -8,8 +8,10 @@ use std::io::Write;
 use std::os::unix::fs::{symlink, DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::time::SystemTime;
 
-const K1: &str = "6.1.0-55-amd64";
-const K2: &str = "6.1.0-56-amd64";
+// Kernel names of the fake roots: fake on purpose, never a real ABI. The real-system test at the
+// end runs on this machine's test kernels, found at run time.
+const K1: &str = "6.1.0-901-fake";
+const K2: &str = "6.1.0-902-fake";
 
 /// A fake root; everything is created 0755/0644 whatever the umask, so trust checks pass unless a
 /// test breaks them on purpose.
@@ -409,16 +411,14 @@ fn untrusted_sources_are_refused_and_not_evaluated() {
 
 #[test]
 fn sources_owned_by_another_user_are_refused() {
-    if !crate::root::is_root_user() {
-        eprintln!("skipped: needs root to chown test files");
-        return;
-    }
+    // Needs root to chown the test files; not a silent skip (`make check` runs as root).
+    assert!(crate::root::is_root_user(), "needs root to chown test files to another user: run the tests as root");
     let f = Fake::new();
     f.source("foo", "1.0");
     let conf = f.p("usr/src/foo-1.0/dkms.conf");
     nix::unistd::chown(&conf, Some(nix::unistd::Uid::from_raw(1000)), None).unwrap();
     let why = f.scan().modules[&key("foo", "1.0")].broken.clone().unwrap_or_default();
-    assert!(why.contains("/usr/src/foo-1.0/dkms.conf is owned by uid 1000"), "{why}");
+    assert!(why.contains("/usr/src/foo-1.0/dkms.conf is owned by uid 1000"), "must be refused, is {why:?}");
     let allow = Config { allow_untrusted_sources: true, ..Config::default() };
     assert_eq!(f.scan_config(&allow).modules[&key("foo", "1.0")].broken, None);
     // A symlink in the tree to a file outside it is judged by that file.
@@ -558,25 +558,29 @@ fn each_component_changes_only_with_its_input() {
     assert_eq!(k1_before.changed_parts(&pair(&f.scan(), K1)), vec!["overrides"]);
 }
 
+#[path = "../../tests/common/kernels.rs"]
+mod test_kernels;
+
+/// The machine's two test kernels (tests/setup/newest-headers.sh --installed, the rule
+/// tests/setup/install-deps.sh installs them by), as the inventory sees them on the real system.
 #[test]
-fn real_system_kernels_have_headers() {
+fn real_system_test_kernels_have_headers() {
+    let [k1, k2] = test_kernels::test_kernels();
     let root = Root::open(Path::new("/")).unwrap();
     let refuse = |r: &[Request], _: &Options| r.iter().map(|_| Err("not evaluated in this test".to_string())).collect();
     let inv = scan_with(&root, &Config::default(), &refuse).unwrap();
-    for k in [K1, K2] {
-        let kernel = inv.kernels.get(k).unwrap_or_else(|| {
-            panic!(
-                "kernel {k} not found under /lib/modules: run tests/setup/install-deps.sh (found {:?})",
-                inv.kernels.keys()
-            )
-        });
+    for k in [&k1, &k2] {
+        let kernel = inv
+            .kernels
+            .get(k)
+            .unwrap_or_else(|| panic!("test kernel {k} not found under /lib/modules (found {:?})", inv.kernels.keys()));
         let want = PathBuf::from(format!("/usr/src/linux-headers-{k}"));
         assert_eq!(kernel.headers.as_ref(), Some(&want), "headers of {k}: run tests/setup/install-deps.sh");
         assert_eq!(kernel.arch, "x86_64");
         assert_eq!(kernel.print.parts.len(), 3, "{:?}", kernel.print);
     }
-    let (p1, p2) = (&inv.kernels[K1].print.parts, &inv.kernels[K2].print.parts);
+    let (p1, p2) = (&inv.kernels[&k1].print.parts, &inv.kernels[&k2].print.parts);
     assert_eq!(p1["compiler"], p2["compiler"], "one gcc-12 for both");
     assert_eq!(inv.dkms_version.as_deref(), Some("3.0.10"));
-    assert_eq!(inv.kernels[K1].print, scan_with(&root, &Config::default(), &refuse).unwrap().kernels[K1].print);
+    assert_eq!(inv.kernels[&k1].print, scan_with(&root, &Config::default(), &refuse).unwrap().kernels[&k1].print);
 }

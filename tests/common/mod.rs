@@ -1,47 +1,20 @@
 //! Test support for the real-dkms tests: a throwaway DKMS [`World`] isolated from the host,
-//! generated [`Module`] sources, the host's usable header kernels, and readers for what dkms leaves
-//! behind. Use it from an integration test with `mod common;`. Needs root; prepare a machine with
+//! generated [`Module`] sources, the two test kernels ([`test_kernels`]), and readers for what dkms
+//! leaves behind. Use it from an integration test with `mod common;`. Needs root; prepare a machine with
 //! `tests/setup/install-deps.sh`. See docs/dkms-behaviour.md for what the real dkms does.
 #![allow(dead_code, unused_imports)]
 
 pub mod dkms;
+pub mod kernels;
 pub mod module;
 pub mod world;
 
 pub use dkms::{built_make_logs, count_builds, parse_status, vermagic, BuildRecord, State, StatusEntry};
+pub use kernels::test_kernels;
 pub use module::{Module, Outcome};
 pub use world::{show, World, WorldBuilder, BIN_IN_WORLD, PACKAGE_BIN};
 
 use std::path::Path;
-
-/// Installed kernel versions whose headers are usable (`/lib/modules/K/build` has `include/` and a
-/// `Makefile`), oldest first, newest last. Panics when there are fewer than two: the real-dkms tests
-/// need two kernels.
-pub fn kernels_with_headers() -> Vec<String> {
-    let ks = kernels_with_headers_in(Path::new("/lib/modules"));
-    assert!(
-        ks.len() >= 2,
-        "need at least two kernels with headers, found {ks:?}: run tests/setup/install-deps.sh (as root)"
-    );
-    ks
-}
-
-/// As [`kernels_with_headers`] for a modules directory, without the minimum.
-pub fn kernels_with_headers_in(modules_dir: &Path) -> Vec<String> {
-    let mut ks: Vec<String> = std::fs::read_dir(modules_dir)
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| {
-                    let b = e.path().join("build");
-                    b.join("include").is_dir() && b.join("Makefile").is_file()
-                })
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    ks.sort_by(|a, b| version_cmp(a, b));
-    ks
-}
 
 /// Orders version strings like `sort -V` (the crate's own ordering).
 pub use dkms_trigger::version::cmp as version_cmp;

@@ -35,6 +35,22 @@ headers_tree() {
     cp -a "$base/opt/pm-fixtures/headers/$1/usr/src/linux-headers-$1" "$2"
 }
 
+# packaged_bin PACKAGE PATH: the package must carry BIN, the binary under test, at PATH, and not
+# another build of the checkout (`make` reads BIN; CARGO=true builds nothing). Compared by GNU build
+# ID: rpmbuild's brp-strip rewrites the file, the ID survives stripping and differs between builds.
+build_id() { readelf -n "$1" 2>/dev/null | sed -n 's/^ *Build ID: //p'; }
+packaged_bin() {
+    [[ -f $1 ]] || { echo "fixtures.sh: no package $1" >&2; exit 1; }
+    bsdtar -xOf "$1" "$2" >"$T/packaged-bin" || { echo "fixtures.sh: no $2 in $1" >&2; exit 1; }
+    local want got
+    want=$(build_id "$BIN")
+    got=$(build_id "$T/packaged-bin")
+    if [[ -z $want || $got != "$want" ]]; then
+        echo "fixtures.sh: $(basename "$1") does not carry $BIN as $2 (build ID ${got:-none}, want ${want:-none})" >&2
+        exit 1
+    fi
+}
+
 # script SLOT TEXT: writes a scriptlet body file, prints its path.
 script() {
     local f=$T/script.$RANDOM$RANDOM
@@ -50,7 +66,8 @@ done
 
 rpm_fixtures() {
     local mk=$here/mkrpm.sh
-    make -s -C "$CHECKOUT" rpm CARGO=true RELEASE_BIN="$BIN" DIST="$P" RPM_TOPDIR="$WORK/rpmbuild" >&2
+    make -s -C "$CHECKOUT" rpm CARGO=true BIN="$BIN" DIST="$P" RPM_TOPDIR="$WORK/rpmbuild" >&2
+    packaged_bin "$P"/dkms-trigger-[0-9]*.rpm ./usr/sbin/dkms-trigger
 
     for k in "$K1" "$K2"; do
         local t=$T/kdevel-$k
@@ -112,7 +129,8 @@ EOF
 
 pacman_fixtures() {
     local mk=$CHECKOUT/arch/pkgtar.sh
-    make -s -C "$CHECKOUT" pkg CARGO=true RELEASE_BIN="$BIN" DIST="$P" PKG_STAGE="$WORK/pkgroot" >/dev/null
+    make -s -C "$CHECKOUT" pkg CARGO=true BIN="$BIN" DIST="$P" PKG_STAGE="$WORK/pkgroot" >/dev/null
+    packaged_bin "$P"/dkms-trigger-[0-9]*.pkg.tar.zst usr/bin/dkms-trigger
 
     for k in "$K1" "$K2"; do
         local t=$T/headers-$k

@@ -4,8 +4,9 @@
 # packages of the machine's flavour that the distribution offers, chosen at run time.
 #
 # Idempotent and fast when everything is present: no `apt-get update` unless something must be
-# installed (or the package lists are missing). Prints the chosen kernel versions at the end, the last
-# line being `kernels: K1 K2` (oldest first).
+# installed (or the package lists are missing). Ends by checking, with the rule the Rust tests use
+# (`tests/setup/newest-headers.sh --installed`), that the test kernels are the ones it installed,
+# and prints them, the last line being `kernels: K1 K2` (oldest first).
 #
 # Usage: tests/setup/install-deps.sh [--rpm] [--pacman] [--chroot] [--deb] [--flavour F] [--dry-run]
 #   --rpm      rpm (rpm, rpmbuild) for rpm trigger tests
@@ -13,7 +14,8 @@
 #   --chroot   mmdebstrap for throwaway Debian chroots
 #   --deb      debhelper, lintian, dpkg-dev for building the .deb
 #   --flavour  kernel flavour of the header packages (default: amd64 on Debian amd64, generic on
-#              Ubuntu); -cloud, -rt and other flavours are never picked by default
+#              Ubuntu); -cloud, -rt and other flavours are never picked by default. The Rust tests
+#              read the flavour from DKMS_TRIGGER_TEST_FLAVOUR: set it to the same value for them.
 #   --dry-run  show what would be installed, install nothing (still runs apt-get update if needed)
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -48,13 +50,8 @@ command -v apt-get >/dev/null && command -v dpkg-query >/dev/null ||
 
 base=(dkms gcc make libc6-dev kmod openssl bash util-linux)
 
-if [[ -z $flavour ]]; then
-    distro=$(. /etc/os-release 2>/dev/null && echo "${ID:-}")
-    case "$distro" in
-        ubuntu) flavour=generic ;;
-        *) flavour=$(dpkg --print-architecture) ;; # Debian names the flavour after the arch: amd64
-    esac
-fi
+# The default flavour (generic on Ubuntu, the architecture on Debian) is newest-headers.sh's.
+rule=$(dirname "$0")/newest-headers.sh
 installed() { # PKG: installed and configured
     [[ $(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null) == "ii"* ]]
 }
@@ -79,7 +76,7 @@ apt_update() {
 
 # The two newest usable header packages (oldest first): the rule shared with the test chroots.
 choose_headers() {
-    "$(dirname "$0")/newest-headers.sh" "$flavour"
+    "$rule" ${flavour:+"$flavour"}
 }
 
 lists_present || apt_update
@@ -93,7 +90,7 @@ if ! headers=$(choose_headers); then
     fi
 fi
 [[ $(wc -w <<<"$headers") == 2 ]] ||
-    die "fewer than two installable linux-headers-*-$flavour packages are offered (check /etc/apt/sources.list*, or pass --flavour)"
+    die "fewer than two installable linux-headers-*-${flavour:-<default flavour>} packages are offered (check /etc/apt/sources.list*, or pass --flavour)"
 
 # shellcheck disable=SC2206
 wanted=("${base[@]}" "${extra[@]}" $headers)
@@ -126,12 +123,15 @@ else
     say "all packages present"
 fi
 
-kernels=()
-for p in $headers; do
-    k=${p#linux-headers-}
-    if [[ -z $dry_run && ! -e /lib/modules/$k/build/include ]]; then
-        die "$p is installed but /lib/modules/$k/build/include is missing"
-    fi
-    kernels+=("$k")
-done
-echo "kernels: ${kernels[*]}"
+chosen=$(for p in $headers; do echo "${p#linux-headers-}"; done)
+if [[ -n $dry_run ]]; then
+    echo "kernels:" $chosen
+    exit 0
+fi
+# The test kernels as the Rust tests find them (the same script): they must be what was just
+# installed, or the tests would run on other kernels than the ones this script vouches for.
+found=$("$rule" --installed ${flavour:+"$flavour"}) ||
+    die "the headers of $(echo $chosen) are installed but not usable under /lib/modules/K/build (see above)"
+[[ $found == "$chosen" ]] ||
+    die "the test kernels found on this machine ($(echo $found)) are not the ones installed ($(echo $chosen)): see above"
+echo "kernels:" $found
