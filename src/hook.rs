@@ -86,9 +86,7 @@ pub fn run(root: &Root, hook: &Hook, load: Load) -> Result<Code> {
         Hook::DebianKernelPostinst { args } => debian::kernel_postinst(root, &debian::DebEnv::from_env(), args, load),
         Hook::DebianHeadersPostinst { args } => debian::headers_postinst(root, &debian::DebEnv::from_env(), args, load),
         Hook::DebianKernelPrerm { args } => debian::kernel_prerm(root, &debian::DebEnv::from_env(), args, load),
-        Hook::DebianModulePostinst { args } => {
-            debian::module_postinst(root, &debian::DebEnv::from_env(), args, load)
-        }
+        Hook::DebianModulePostinst { args } => debian::module_postinst(root, &debian::DebEnv::from_env(), args, load),
         Hook::DpkgTriggered { triggers } => debian::triggered(root, triggers, load),
         Hook::KernelInstall { args } => rpm::kernel_install(root, args, load),
         Hook::Rpm { scriptlet, tx } => rpm::scriptlet(root, *scriptlet, *tx, &read_stdin(), load),

@@ -529,7 +529,8 @@ fn deb_builds_and_lintian_reports_no_errors_and_only_accepted_warnings(rel: Rel)
     let (lintian, listing) = match rel {
         Rel::Bookworm => {
             let p = package();
-            let o = run(Command::new("lintian").args(["--fail-on", "error", "--tag-display-limit", "0"]).arg(&p.changes));
+            let o =
+                run(Command::new("lintian").args(["--fail-on", "error", "--tag-display-limit", "0"]).arg(&p.changes));
             (o, run(Command::new("dpkg-deb").arg("-c").arg(&p.deb)))
         }
         Rel::Trixie => {

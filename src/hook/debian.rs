@@ -145,7 +145,8 @@ pub fn module_postinst(root: &Root, env: &DebEnv, args: &[String], load: Load) -
         warn("debian-module-postinst: expected NAME VERSION; nothing recorded");
         return Ok(Code::Ok);
     };
-    if let Err(e) = validate::check(What::ModuleName, name).and_then(|_| validate::check(What::ModuleVersion, version)) {
+    if let Err(e) = validate::check(What::ModuleName, name).and_then(|_| validate::check(What::ModuleVersion, version))
+    {
         warn(format!("debian-module-postinst: {e}; nothing recorded"));
         return Ok(Code::Ok);
     }
@@ -180,7 +181,8 @@ fn report_unusable(root: &Root, name: &str, version: &str, why: &str, state: &st
         return Code::Ok;
     }
     eprintln!("dkms-trigger: error: {name}/{version} cannot be used: {why}");
-    let remembered = root.private_dir(paths::UNUSABLE_DIR).and_then(|d| root.write_atomic(&d, &marker, state.as_bytes()));
+    let remembered =
+        root.private_dir(paths::UNUSABLE_DIR).and_then(|d| root.write_atomic(&d, &marker, state.as_bytes()));
     if let Err(e) = remembered {
         warn(format!("could not remember that {name}/{version} was reported: {e:#}"));
     }
@@ -283,9 +285,7 @@ fn prune_unusable(root: &Root) {
     let dir = root.path(paths::UNUSABLE_DIR);
     for name in root.list(&dir).unwrap_or_default() {
         let name = name.to_string_lossy();
-        if validate::check(What::ModuleName, &name).is_ok()
-            && !root.is_dir(format!("{}/{name}", paths::SOURCE_TREE))
-        {
+        if validate::check(What::ModuleName, &name).is_ok() && !root.is_dir(format!("{}/{name}", paths::SOURCE_TREE)) {
             let _ = root.remove_file(dir.join(name.as_ref()));
         }
     }
