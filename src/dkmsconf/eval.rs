@@ -109,6 +109,12 @@ fn header(opts: &Options, dialect: Dialect, tmp: &Path, running: &KernelContext,
     push(&mut buf, dialect.variables().as_bytes());
     push(&mut buf, flag(dialect.strip_cr));
     push(&mut buf, flag(dialect.conf_build_exclude));
+    push(&mut buf, flag(dialect.records));
+    push(&mut buf, flag(dialect.dest_required));
+    push(&mut buf, flag(dialect.sparse_records));
+    push(&mut buf, flag(dialect.length_check));
+    push(&mut buf, flag(dialect.strict_autoinstall));
+    push(&mut buf, flag(dialect.strict_no_weak));
     push_path(&mut buf, tmp);
     push_path(&mut buf, opts.os_release.as_deref().unwrap_or(Path::new("")));
     push(&mut buf, running.kernelver.as_bytes());
