@@ -678,12 +678,22 @@ const COMPARED: &str = r#""$PACKAGE_NAME" "$PACKAGE_VERSION" "$AUTOINSTALL" "${B
 fn dkms_3_0_10(fx: &Fx, req: &Request, k: &KernelContext) -> Result<Vec<String>, String> {
     let dkms = installed_dkms_3_0_10();
     let values = fx.path(&format!("{}.values", req.module));
-    let trap = format!(
-        "unset BASH_ENV\n[[ $0 == {} ]] && trap 'printf \"%s\\0\" {COMPARED} >{}' EXIT\n",
-        dkms.display(),
-        values.display()
-    );
-    let env = fx.write(&format!("{}.bash_env", req.module), &trap);
+    // Later dkms versions set an EXIT trap of their own, which exits: ours goes first, $? kept.
+    let trap = r#"unset BASH_ENV
+if [[ $0 == DKMS ]]; then
+    __dt_dump() { printf '%s\0' COMPARED >'VALUES'; }
+    trap() {
+        if [[ $# == 2 && $2 == EXIT ]]; then
+            builtin trap "__dt_st=\$?; __dt_dump; (exit \$__dt_st); $1" EXIT
+        else
+            builtin trap "$@"
+        fi
+    }
+    builtin trap __dt_dump EXIT
+fi
+"#;
+    let trap = trap.replace("DKMS", &dkms.display().to_string()).replace("COMPARED", COMPARED);
+    let env = fx.write(&format!("{}.bash_env", req.module), &trap.replace("VALUES", &values.display().to_string()));
     fs::create_dir_all(fx.path("var/lib/dkms")).unwrap();
     let out = Command::new(dkms)
         .args(["add", "-m", &req.module, "-v", &req.version, "-k", &k.kernelver, "-a", &k.arch])
@@ -749,7 +759,7 @@ fn compare_with_dkms_3_0_10(fx: &Fx, cases: &[(&str, Request)], k: &KernelContex
         match (&ours, &theirs) {
             (Ok(a), Ok(b)) if a == b => {}
             (Err(_), Err(_)) => {}
-            _ => differences.push(format!("{what} ({}):\n  ours: {ours:?}\n  dkms: {theirs:?}", req.module)),
+            _ => differences.push(format!("{what:?} ({}):\n  ours: {ours:?}\n  dkms: {theirs:?}", req.module)),
         }
     }
     assert!(differences.is_empty(), "differences with dkms 3.0.10:\n{}", differences.join("\n"));
@@ -814,7 +824,10 @@ fn accepts_and_refuses_dkms_conf_like_the_installed_dkms_3_0_10() {
         ("no BUILT_MODULE_NAME for a second record", "PACKAGE_NAME=@\nPACKAGE_VERSION=1.0\nBUILT_MODULE_NAME[0]=@\nDEST_MODULE_LOCATION=(/updates/dkms /updates/dkms)\n".into()),
         ("no BUILT_MODULE_NAME, one record", "PACKAGE_NAME=@\nPACKAGE_VERSION=1.0\nDEST_MODULE_LOCATION[0]=/updates/dkms\n".into()),
         ("no module record at all", "PACKAGE_NAME=@\nPACKAGE_VERSION=1.0\nAUTOINSTALL=yes\n".into()),
-        ("BUILT_MODULE_NAME ends in .ko", "PACKAGE_NAME=@\nPACKAGE_VERSION=1.0\nBUILT_MODULE_NAME=@.ko\nDEST_MODULE_LOCATION=/extra\n".into()),
+        (
+            "BUILT_MODULE_NAME ends in .ko",
+            "PACKAGE_NAME=@\nPACKAGE_VERSION=1.0\nBUILT_MODULE_NAME=@.ko\nDEST_MODULE_NAME=@\nDEST_MODULE_LOCATION=/extra\n".into(),
+        ),
         ("DEST_MODULE_NAME ends in .o", with_head("DEST_MODULE_NAME=@.o\n")),
         ("DEST_MODULE_LOCATION elsewhere", "PACKAGE_NAME=@\nPACKAGE_VERSION=1.0\nBUILT_MODULE_NAME=@\nDEST_MODULE_LOCATION=/misc\n".into()),
         ("a record without DEST_MODULE_LOCATION", "PACKAGE_NAME=@\nPACKAGE_VERSION=1.0\nBUILT_MODULE_NAME=(@ b)\nDEST_MODULE_LOCATION=/extra\n".into()),
