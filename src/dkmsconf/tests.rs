@@ -850,3 +850,51 @@ fn accepts_and_refuses_dkms_conf_like_the_installed_dkms_3_0_10() {
         .collect();
     compare_with_dkms_3_0_10(&fx, &cases, &k);
 }
+
+/// What the leniency means for the rest (issue 12, item 5 (d) at the unit level): a module whose
+/// dkms.conf has a syntax error in a late line is not broken and a finalize builds it, with the
+/// values assigned before the error; one that calls `exit` is refused, as dkms refuses it.
+#[test]
+fn late_syntax_error_module_is_built_and_exit_module_is_broken() {
+    use crate::intent::Intent;
+    use crate::plan::Action;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = crate::root::Root::open(tmp.path()).unwrap();
+    let file = |rel: &str, text: &str| {
+        let p = root.path(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    };
+    // The root's dkms says which version's rules apply (the inventory reads this line).
+    file("usr/sbin/dkms", "#!/bin/bash\necho $\"dkms-3.0.10\"\n");
+    file(&format!("lib/modules/{K56}/modules.dep"), "");
+    file(&format!("boot/vmlinuz-{K56}"), "image");
+    let headers = format!("usr/src/linux-headers-{K56}");
+    file(&format!("{headers}/Makefile"), "VERSION = 6\n");
+    file(&format!("{headers}/.config"), "CONFIG_X86_64=y\n");
+    std::os::unix::fs::symlink(format!("/{headers}"), root.path(format!("lib/modules/{K56}/build"))).unwrap();
+    let head = |m: &str| {
+        format!(
+            "PACKAGE_NAME={m}\nPACKAGE_VERSION=1.0\nBUILT_MODULE_NAME[0]={m}\nDEST_MODULE_LOCATION[0]=/updates/dkms\n"
+        )
+    };
+    file("usr/src/late-1.0/dkms.conf", &format!("{}AUTOINSTALL=yes\nif then fi (\nAUTOINSTALL=\n", head("late")));
+    file("usr/src/late-1.0/late.c", "int x;\n");
+    file("usr/src/exits-1.0/dkms.conf", &format!("{}AUTOINSTALL=yes\nexit 0\n", head("exits")));
+    file("usr/src/exits-1.0/exits.c", "int x;\n");
+    let intents = vec![
+        Intent::ModuleChanged { module: "late".into(), version: "1.0".into() },
+        Intent::ModuleChanged { module: "exits".into(), version: "1.0".into() },
+    ];
+    let config = crate::config::Config::default();
+    let p = crate::pipeline::prepare(&root, &config, intents, Default::default(), false).unwrap();
+    assert_eq!(p.inventory.dkms_version.as_deref(), Some("3.0.10"));
+    let late = &p.inventory.modules[&("late".to_string(), "1.0".to_string())];
+    assert_eq!(late.broken, None);
+    assert_eq!(late.conf.as_ref().unwrap().per_kernel[K56].as_ref().unwrap().autoinstall, Autoinstall::Yes);
+    let job = p.plan.jobs.iter().find(|j| j.module == "late").expect("a job for late");
+    assert_eq!((job.kernel.as_str(), &job.action), (K56, &Action::BuildInstall));
+    let exits = &p.inventory.modules[&("exits".to_string(), "1.0".to_string())];
+    assert!(exits.broken.as_deref().is_some_and(|b| b.contains("sets no PACKAGE_NAME")), "{exits:?}");
+    assert!(!p.plan.jobs.iter().any(|j| j.module == "exits" && matches!(j.action, Action::BuildInstall)));
+}
