@@ -2,7 +2,9 @@
 //! stdin, NUL-terminated records read from its fd 3 with a deadline that restarts at each record.
 //!
 //! Input, NUL-terminated strings: the dkms_conf_variables list, the CR-strip flag ("1" or ""),
-//! the honour-build_exclude flag, a private temporary directory, the os-release path (or ""),
+//! the honour-build_exclude flag, six flags for read_conf's refusals (records checked, a record
+//! required, records counted by highest index, array lengths checked, AUTOINSTALL yes/no,
+//! NO_WEAK_MODULES and BUILD_DEPENDS_REBUILD yes/no), a private temporary directory, the os-release path (or ""),
 //! current_kernel, parallel_jobs, dkms_tree, source_tree, install_tree, the number of kernels and
 //! for each kernelver, arch, kernel_source_dir, kernel_config; then per module: job id, module,
 //! module_version, independent flag, the number of base files and the files, then the contexts'
@@ -10,9 +12,10 @@
 //! each a space-separated list), the number of override files and the files.
 //!
 //! Output records, each a list of tokens ended by the token `e`; the first byte of a token is its
-//! tag: `m<job>` module started; `F<reason>` the module failed; `b` the module's shared values
-//! follow; `r<ctx>` a context's result follows, made of `s` (the shared values) or the values,
-//! then `x<reason>` per exclusion, or `f<reason>` when that context failed. Values are
+//! tag: `m<job>` module started; `F<reason>` the module failed (dkms would refuse its shared
+//! values); `b` the module's shared values follow; `r<ctx>` a context's result follows, made of
+//! `s` (the shared values) or the values, then `x<reason>` per exclusion, or `f<reason>` when
+//! dkms would refuse that context's values. Values are
 //! `k<NAME>`, then `z<element 0>` when that is set, then one `v<value>` per element in index
 //! order. Bash strings cannot hold NUL, so nothing a conf prints or assigns can forge a token.
 

@@ -24,10 +24,21 @@ use std::time::Duration;
 /// - CRLF: dkms 3.0.10 keeps the `\r` (measured: `dkms add` of a CRLF dkms.conf succeeds, then
 ///   `dkms build` fails with 7, "Build of hello\r.ko failed"), so the values here keep it too;
 ///   dkms >= 3.1.5 strips one trailing `\r` from each value, and so does this with that version.
-///   A CRLF `if`/`then` does not parse and is reported as a syntax error;
-/// - a conf whose last command fails is fine (the status of `.` is the last command's); one that
-///   does not parse (`bash -n`) is an error, although dkms 3.0.10 would carry on with whatever
-///   was assigned before the error; a conf that calls `exit` loses its values as in dkms;
+///   A CRLF `if ...; then` never ends (`then\r` is no keyword): what came before it stays;
+/// - nothing looks at how the sourcing ended, as in dkms: a syntax error in a late line, an
+///   unterminated quote at the end, a failing command (mid-file or last) keep whatever was
+///   assigned before them, and what comes after is never run; output on stdout and stderr is
+///   discarded; a file that calls `exit` contributes nothing (dkms's subshell ends before it
+///   prints the values), so a dkms.conf that exits has no PACKAGE_NAME and is refused;
+/// - refused (`Err`) exactly where the dkms that will build refuses the values (read_conf fails,
+///   `dkms add`/`build` exit 8): no PACKAGE_NAME or PACKAGE_VERSION (every version, and for an
+///   unknown version only these); for a known version also a module record without
+///   BUILT_MODULE_NAME (PACKAGE_NAME stands in for a single record) or DEST_MODULE_LOCATION, a
+///   name ending in .o/.ko, a location outside /kernel, /updates, /extra, and the version's own
+///   rules (`Dialect`: no record at all before 3.0.11, sparse records from 3.2.2, array lengths
+///   and AUTOINSTALL yes/no from 3.1.7, NO_WEAK_MODULES and BUILD_DEPENDS_REBUILD yes/no from
+///   3.2.0). A refused generic evaluation fails the whole module (a plain `dkms add` refuses
+///   it); a refused kernel (its M-V-K*.conf, or a conf that reads the kernel) only that kernel;
 /// - `excluded`: dkms's own tests, in bash: BUILD_EXCLUSIVE_KERNEL and _ARCH as `=~` regexes
 ///   (an invalid regex excludes, as in dkms), _KERNEL_MIN/_MAX compared as dkms's VER() strings,
 ///   OBSOLETE_BY standing in for an unset _KERNEL_MAX (dkms 3.1.8; applied for every version,
@@ -109,6 +120,12 @@ fn header(opts: &Options, dialect: Dialect, tmp: &Path, running: &KernelContext,
     push(&mut buf, dialect.variables().as_bytes());
     push(&mut buf, flag(dialect.strip_cr));
     push(&mut buf, flag(dialect.conf_build_exclude));
+    push(&mut buf, flag(dialect.records));
+    push(&mut buf, flag(dialect.dest_required));
+    push(&mut buf, flag(dialect.sparse_records));
+    push(&mut buf, flag(dialect.length_check));
+    push(&mut buf, flag(dialect.strict_autoinstall));
+    push(&mut buf, flag(dialect.strict_no_weak));
     push_path(&mut buf, tmp);
     push_path(&mut buf, opts.os_release.as_deref().unwrap_or(Path::new("")));
     push(&mut buf, running.kernelver.as_bytes());

@@ -17,6 +17,13 @@ __dt_take() { __dt_v=${__dt_in[__dt_p++]}; }
 __dt_take; __dt_vars=$__dt_v
 __dt_take; __dt_crstrip=$__dt_v
 __dt_take; __dt_conf_exclude=$__dt_v
+# Which of read_conf's refusals apply (see __dt_check): none of these for an unknown dkms.
+__dt_take; __dt_records=$__dt_v
+__dt_take; __dt_dest_required=$__dt_v
+__dt_take; __dt_sparse=$__dt_v
+__dt_take; __dt_lengths=$__dt_v
+__dt_take; __dt_strict_autoinstall=$__dt_v
+__dt_take; __dt_strict_yes_no=$__dt_v
 __dt_take; __dt_tmp=$__dt_v/safe_source.$$
 __dt_take; __dt_osr=$__dt_v
 __dt_take; current_kernel=$__dt_v
@@ -71,18 +78,19 @@ eval "__dt_export() {
 $__dt_body}"
 
 # dkms's safe_source, with the positional parameters it gives the conf (the carried variables'
-# names) but not its readonly copy of them, which only its own loop used. The round trip through `echo NAME[i]="value"` and sourcing that back is
-# dkms's own and is kept on purpose: it collapses whitespace, re-expands `$`, and a stray `"`
-# loses every later variable, so the values read back are the ones dkms ends up with. Neither
-# the conf nor that re-read (which runs code when a value holds a stray `"`) gets fd 3. __dt_st
-# gets the status of `.`.
+# names) but not its readonly copy of them, which only its own loop used. The round trip through
+# `echo NAME[i]="value"` and sourcing that back is dkms's own and is kept on purpose: it collapses
+# whitespace, re-expands `$`, and a stray `"` loses every later variable, so the values read back
+# are the ones dkms ends up with. Neither the conf nor that re-read (which runs code when a value
+# holds a stray `"`) gets fd 3. As in dkms, nothing looks at how the sourcing ended: a syntax
+# error, an unterminated quote or a failing command leaves what was assigned before it, and an
+# `exit` leaves nothing from this file (the subshell ends before printing).
 __dt_source() {
     local to_source_file="$1"; shift
     [[ $__dt_crstrip ]] && local -r CR=$'\r'
     (
         exec 3>&- >"$__dt_tmp"
         . "$to_source_file" >/dev/null
-        __dt_st=$?
         __dt_export
         # dkms greps `set` for these on every file; only a DKMS_DIRECTIVE* variable can match.
         if [[ ${!DKMS_DIRECTIVE*} ]]; then
@@ -92,34 +100,98 @@ __dt_source() {
                 echo "$directive_name=\"$directive_value\""
             done
         fi
-        exit $__dt_st
     )
-    __dt_st=$?
     . "$__dt_tmp" 3>&-
 }
 
-# Whether a file whose sourcing returned 2 has a syntax error (the message in __dt_v): 2 is also
-# what any conf whose last command fails with 2 returns, so bash -n decides, once per file.
-declare -A __dt_syntax_of
-__dt_syntax() {
-    if [[ -z ${__dt_syntax_of[$1]+set} ]]; then
-        __dt_syntax_of[$1]=
-        __dt_v=$("$BASH" -O extglob -n "$1" 2>&1) ||
-            __dt_syntax_of[$1]="syntax error: ${__dt_v%%$'\n'*}"
-    fi
-    __dt_v=${__dt_syntax_of[$1]}
-    [[ $__dt_v ]]
-}
-
-# The sourcing half of read_conf, over the files given; fails with the reason in __dt_v when one
-# of them does not parse.
+# The sourcing half of read_conf, over the files given.
 __dt_read() {
     local __dt_f
     for __dt_f; do
         __dt_source "$__dt_f" $__dt_vars
-        ((__dt_st == 2)) && __dt_syntax "$__dt_f" && return 1
     done
-    return 0
+}
+
+# The refusing half of read_conf, for the values just read: fails with the reasons in __dt_v
+# (dkms's own words, after the module's dkms.conf path) when the installed dkms would refuse
+# them. A missing PACKAGE_NAME or PACKAGE_VERSION, which every dkms refuses, is left to the
+# caller, which says so more plainly. Uses only __dt_ names: the base values must stay as the
+# conf left them for the per-kernel files sourced on top.
+__dt_check() {
+    [[ $__dt_records && $PACKAGE_NAME && $PACKAGE_VERSION ]] || return 0
+    local __dt_nr=0 __dt_s __dt_i __dt_name __dt_why=()
+    if [[ $__dt_sparse ]]; then
+        # 3.2.2 and later: as many records as the highest index set in any of the four arrays.
+        __dt_nr=-1
+        for __dt_s in "${!BUILT_MODULE_NAME[@]}" "${!BUILT_MODULE_LOCATION[@]}" \
+            "${!DEST_MODULE_NAME[@]}" "${!DEST_MODULE_LOCATION[@]}"; do
+            ((__dt_s > __dt_nr)) && __dt_nr=$__dt_s
+        done
+        ((__dt_nr++))
+    else
+        # Before: as many as the largest number of elements.
+        for __dt_s in ${#BUILT_MODULE_NAME[@]} ${#BUILT_MODULE_LOCATION[@]} \
+            ${#DEST_MODULE_NAME[@]} ${#DEST_MODULE_LOCATION[@]}; do
+            ((__dt_s > __dt_nr)) && __dt_nr=$__dt_s
+        done
+    fi
+    for ((__dt_i = 0; __dt_i < __dt_nr; __dt_i++)); do
+        # The name defaults to PACKAGE_NAME for a single record. 3.0.10 asks instead for a
+        # single DEST_MODULE_LOCATION: the same verdict, since with two records and one location
+        # or with no location at all a record lacks its location and is refused anyway.
+        __dt_name=${BUILT_MODULE_NAME[__dt_i]}
+        [[ ! $__dt_name ]] && ((__dt_nr == 1)) && __dt_name=$PACKAGE_NAME
+        [[ $__dt_name ]] ||
+            __dt_why+=("No 'BUILT_MODULE_NAME' directive specified for record #$__dt_i")
+        case $__dt_name in
+            *.o | *.ko) __dt_why+=("'BUILT_MODULE_NAME' directive ends in '.o' or '.ko' in record #$__dt_i") ;;
+        esac
+        case ${DEST_MODULE_NAME[__dt_i]:-$__dt_name} in
+            *.o | *.ko) __dt_why+=("'DEST_MODULE_NAME' directive ends in '.o' or '.ko' in record #$__dt_i") ;;
+        esac
+        case ${DEST_MODULE_LOCATION[__dt_i]} in
+            /kernel* | /updates* | /extra*) ;;
+            "") __dt_why+=("No 'DEST_MODULE_LOCATION' directive specified for record #$__dt_i") ;;
+            *) __dt_why+=("Directive 'DEST_MODULE_LOCATION' does not begin with '/kernel', '/updates', or '/extra' in record #$__dt_i") ;;
+        esac
+    done
+    # 3.0.10 counts its own dest_module_location, which holds one element per record and
+    # whatever the conf put there.
+    [[ $__dt_dest_required ]] && ((__dt_nr == 0 && ${#dest_module_location[@]} == 0)) &&
+        __dt_why+=("No 'DEST_MODULE_LOCATION' directive specified.")
+    # 3.1.7 and later check that each of its own four arrays has one element per record: they
+    # do unless the conf set an element beyond the last record.
+    if [[ $__dt_lengths ]]; then
+        for __dt_s in "${!built_module_name[@]}" "${!built_module_location[@]}" \
+            "${!dest_module_name[@]}" "${!dest_module_location[@]}"; do
+            if ((__dt_s >= __dt_nr)); then
+                __dt_why+=("Module name/location array length mismatch.")
+                break
+            fi
+        done
+    fi
+    if [[ $__dt_strict_autoinstall ]]; then
+        case $AUTOINSTALL in
+            "" | [Yy][Ee][Ss] | [Nn][Oo]) ;;
+            *) __dt_why+=("Unsupported AUTOINSTALL value '$AUTOINSTALL'") ;;
+        esac
+    fi
+    if [[ $__dt_strict_yes_no ]]; then
+        case $BUILD_DEPENDS_REBUILD in
+            "" | [Yy][Ee][Ss] | [Nn][Oo]) ;;
+            *) __dt_why+=("Unsupported BUILD_DEPENDS_REBUILD value '$BUILD_DEPENDS_REBUILD'") ;;
+        esac
+        case $NO_WEAK_MODULES in
+            "" | [Yy][Ee][Ss] | [Nn][Oo]) ;;
+            *) __dt_why+=("Unsupported NO_WEAK_MODULES value '$NO_WEAK_MODULES'") ;;
+        esac
+    fi
+    ((${#__dt_why[@]})) || return 0
+    __dt_v="${__dt_base[0]}: ${__dt_why[0]}"
+    for __dt_s in "${__dt_why[@]:1}"; do
+        __dt_v+="; $__dt_s"
+    done
+    return 1
 }
 
 # __dt_values appends, for what the planner reads, k<NAME>, z<element 0> when that is set (it is
@@ -192,11 +264,13 @@ __dt_clear() { unset $__dt_vars BUILD_EXCLUSIVE_KERNEL_MIN BUILD_EXCLUSIVE_KERNE
 
 # The base files (dkms.conf, M.conf, M-V.conf) cannot see the kernel: source them once, then per
 # context only its own M-V-K*.conf files, in a subshell that keeps the base state for the next.
-# The contexts without such files run no conf code, so their records go out together.
+# The contexts without such files run no conf code, so their records go out together. Base values
+# that dkms refuses fail the module: the generic context is one of those.
 __dt_independent() {
     __dt_kernel "${__dt_ck[0]}"
     __dt_clear
-    if ! __dt_read "${__dt_base[@]}"; then
+    __dt_read "${__dt_base[@]}"
+    if ! __dt_check; then
         printf 'F%s\0e\0' "$__dt_v" >&3
         return
     fi
@@ -209,13 +283,8 @@ __dt_independent() {
             __dt_emit
             __dt_out=("r${__dt_cid[__dt_c]}")
             (
-                if __dt_read "${__dt_files[@]:__dt_cf[__dt_c]:__dt_cn[__dt_c]}"; then
-                    __dt_values
-                    __dt_exclusion
-                else
-                    __dt_out+=("f$__dt_v")
-                fi
-                __dt_out+=(e)
+                __dt_read "${__dt_files[@]:__dt_cf[__dt_c]:__dt_cn[__dt_c]}"
+                __dt_result
                 __dt_emit
             )
             __dt_out=()
@@ -228,23 +297,25 @@ __dt_independent() {
     __dt_emit
 }
 
+# The end of a context's record: its values and exclusions, or why dkms refuses them.
+__dt_result() {
+    if __dt_check; then
+        __dt_values
+        __dt_exclusion
+    else
+        __dt_out+=("f$__dt_v")
+    fi
+    __dt_out+=(e)
+}
+
 # read_conf in full for every context, each record out as soon as it is known.
 __dt_dependent() {
     for ((__dt_c = 0; __dt_c < __dt_nc; __dt_c++)); do
         __dt_kernel "${__dt_ck[__dt_c]}"
         __dt_out=("r${__dt_cid[__dt_c]}")
         __dt_clear
-        if ! __dt_read "${__dt_base[@]}"; then
-            printf 'F%s\0e\0' "$__dt_v" >&3
-            return
-        fi
-        if ((__dt_cn[__dt_c] == 0)) || __dt_read "${__dt_files[@]:__dt_cf[__dt_c]:__dt_cn[__dt_c]}"; then
-            __dt_values
-            __dt_exclusion
-        else
-            __dt_out+=("f$__dt_v")
-        fi
-        __dt_out+=(e)
+        __dt_read "${__dt_base[@]}" "${__dt_files[@]:__dt_cf[__dt_c]:__dt_cn[__dt_c]}"
+        __dt_result
         __dt_emit
     done
 }

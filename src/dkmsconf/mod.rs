@@ -23,7 +23,8 @@ pub enum Autoinstall {
     /// unset, empty or `no`.
     No,
     /// Any other non-empty value: dkms <= 3.1.6 and Debian's common.postinst treat it as yes,
-    /// dkms >= 3.1.7 rejects it. The raw value is kept; the planner decides with the dkms version.
+    /// dkms >= 3.1.7 refuses the conf (and so does `evaluate` when it is told that version). The
+    /// raw value is kept; the planner decides with the dkms version.
     Other(String),
 }
 

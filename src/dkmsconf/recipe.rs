@@ -11,16 +11,35 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// What differs between dkms versions. An unknown version is taken as 3.0.10 (Debian 12), except
-/// that BUILD_EXCLUSIVE_KERNEL_MIN/MAX are honoured.
+/// that BUILD_EXCLUSIVE_KERNEL_MIN/MAX are honoured and that nothing is refused but a missing
+/// PACKAGE_NAME or PACKAGE_VERSION (refused by every version): a conf that some dkms accepts is
+/// not refused on a guess.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Dialect {
+    /// Known version: read_conf's checks of the module records apply (each record needs a
+    /// BUILT_MODULE_NAME, or PACKAGE_NAME when it is the only one, neither it nor
+    /// DEST_MODULE_NAME ending in .o or .ko, and a DEST_MODULE_LOCATION under /kernel, /updates
+    /// or /extra).
+    pub(super) records: bool,
+    /// < 3.0.11: a conf without any module record (no DEST_MODULE_LOCATION) is refused; later
+    /// versions only warn.
+    pub(super) dest_required: bool,
+    /// >= 3.2.2: records are counted up to the highest index set, not by number of elements.
+    pub(super) sparse_records: bool,
+    /// 3.1.7 and later: read_conf's own built_module_name, built_module_location,
+    /// dest_module_name and dest_module_location (which a conf can set) must have one element
+    /// per record.
+    pub(super) length_check: bool,
+    /// >= 3.1.7: AUTOINSTALL other than yes, no or "" (any case) is refused.
+    pub(super) strict_autoinstall: bool,
     /// >= 3.0.11: safe_source carries BUILD_EXCLUSIVE_KERNEL_MIN/MAX (3.0.10 drops them).
     pub(super) min_max: bool,
     /// >= 3.1.5: safe_source strips one trailing CR from each value.
     pub(super) strip_cr: bool,
     /// >= 3.1.6: /etc/dkms/M--K.conf and M--K-A.conf are sourced last.
     pub(super) unversioned_overrides: bool,
-    /// >= 3.2.0: NO_WEAK_MODULES is yes/no; before, any non-empty value means yes.
+    /// 3.2.0 and later: NO_WEAK_MODULES is yes/no (before, any non-empty value means yes), and
+    /// any other value of it or of BUILD_DEPENDS_REBUILD is refused.
     pub(super) strict_no_weak: bool,
     /// < 3.3.0: a `build_exclude` assigned by the conf itself excludes (later dkms resets it).
     pub(super) conf_build_exclude: bool,
@@ -32,6 +51,11 @@ impl Dialect {
     pub(super) fn new(version: Option<&str>) -> Dialect {
         let Some(v) = version.and_then(parse_version) else {
             return Dialect {
+                records: false,
+                dest_required: false,
+                sparse_records: false,
+                length_check: false,
+                strict_autoinstall: false,
                 min_max: true,
                 strip_cr: false,
                 unversioned_overrides: false,
@@ -41,6 +65,11 @@ impl Dialect {
             };
         };
         Dialect {
+            records: true,
+            dest_required: v < [3, 0, 11],
+            sparse_records: v >= [3, 2, 2],
+            length_check: v >= [3, 1, 7],
+            strict_autoinstall: v >= [3, 1, 7],
             min_max: v >= [3, 0, 11],
             strip_cr: v >= [3, 1, 5],
             unversioned_overrides: v >= [3, 1, 6],
