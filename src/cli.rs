@@ -262,6 +262,7 @@ fn load_config(root: &Root, cli: &Cli) -> Result<config::Loaded> {
     for w in &loaded.warnings {
         ui::warn(w);
     }
+    crate::runner::environment::pass_through(&loaded.config.pass_environment);
     Ok(loaded)
 }
 
@@ -329,26 +330,32 @@ fn run(cli: &Cli) -> Result<Code> {
         }
         Command::FromPaths { op, source } => {
             root::require_root("from-paths")?;
-            let mut input = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)
+            let mut input = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut input)
                 .map_err(|e| Failure::err(Code::Usage, format!("reading paths from stdin: {e}")))?;
-            let touched = crate::targets::classify(&root, input.lines(), *op == PathOp::Remove);
+            // One bad line (a file name that is not UTF-8) must not cost the others their record.
+            let mut lines = Vec::new();
+            for (n, line) in input.split(|&b| b == b'\n').enumerate() {
+                match std::str::from_utf8(line) {
+                    Ok(l) => lines.push(l),
+                    Err(_) => ui::warn(format!(
+                        "ignoring line {}: not UTF-8: {}",
+                        n + 1,
+                        validate::shown(&String::from_utf8_lossy(line))
+                    )),
+                }
+            }
+            let touched = crate::targets::classify(&root, lines.iter().copied(), *op == PathOp::Remove);
             for r in &touched.refused {
                 ui::warn(format!("ignoring {}: not a valid kernel or module name", validate::shown(r)));
             }
             if *op == PathOp::Remove {
                 let loaded = load_config(&root, cli)?;
-                for (m, v) in &touched.modules {
-                    crate::removal::remove_module(&root, &loaded.config, m, v)?;
-                }
-                for k in touched.headers.iter().chain(&touched.kernels) {
-                    crate::removal::remove_kernel(&root, &loaded.config, k)?;
-                }
-            } else {
-                let intents = touched.intents(*op == PathOp::Upgrade);
-                if !intents.is_empty() {
-                    spool::record(&root, &intents, source.as_deref())?;
-                }
+                return remove_paths(&root, &loaded.config, &touched);
+            }
+            let intents = touched.intents(*op == PathOp::Upgrade);
+            if !intents.is_empty() {
+                spool::record(&root, &intents, source.as_deref())?;
             }
             Ok(Code::Ok)
         }
@@ -358,6 +365,42 @@ fn run(cli: &Cli) -> Result<Code> {
             Ok(Code::Ok)
         }
     }
+}
+
+/// `from-paths --op remove`: every module source and kernel that goes loses its DKMS builds now.
+/// A failure does not stop the others: each is reported, and the exit status is the first
+/// failure's. Headers going while their kernel stays remove nothing (the builds stay usable with
+/// the kernel, and `status` shows them stale until the headers return).
+fn remove_paths(root: &Root, config: &config::Config, touched: &crate::targets::Touched) -> Result<Code> {
+    let mut first: Option<Code> = None;
+    // Reports one failure; true when it was a stop signal, after which nothing else is tried.
+    let mut failed = |what: String, e: anyhow::Error| {
+        let code = exit_code(&e);
+        eprintln!("dkms-trigger: error: {what}: {e:#}");
+        first.get_or_insert(code);
+        code == Code::Interrupted
+    };
+    for (m, v) in &touched.modules {
+        if let Err(e) = crate::removal::remove_module(root, config, m, v) {
+            if failed(format!("removing {m}/{v}"), e) {
+                return Ok(Code::Interrupted);
+            }
+        }
+    }
+    for k in &touched.kernels {
+        if let Err(e) = crate::removal::remove_kernel(root, config, k) {
+            if failed(format!("removing the DKMS builds of {k}"), e) {
+                return Ok(Code::Interrupted);
+            }
+        }
+    }
+    for k in touched.headers.difference(&touched.kernels) {
+        ui::info(format!(
+            "dkms-trigger: the headers of {k} go, the kernel stays: its DKMS modules stay installed \
+             (shown stale until headers return)"
+        ));
+    }
+    Ok(first.unwrap_or(Code::Ok))
 }
 
 #[cfg(test)]

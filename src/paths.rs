@@ -52,3 +52,6 @@ pub const GCC_LIB_DIRS: [&str; 2] = ["usr/lib/gcc", "usr/libexec/gcc"];
 /// The running kernel, as the host's /proc says (whatever the root).
 pub const PROC_OSRELEASE: &str = "/proc/sys/kernel/osrelease";
 pub const PROC_ARCH: &str = "/proc/sys/kernel/arch";
+/// Where private scratch directories are made, in order (`root::scratch_dir`): sticky, root's,
+/// and never chosen by the caller's environment.
+pub const SCRATCH_DIRS: [&str; 2] = ["/dev/shm", "/tmp"];

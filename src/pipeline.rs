@@ -31,13 +31,15 @@ pub fn prepare(
     retry_failed: bool,
 ) -> Result<Prepared> {
     let inventory = inventory::scan(root, config)?;
-    let plan = planner::plan(&planner::Input {
+    let mut plan = planner::plan(&planner::Input {
         intents: &intents,
         inventory: &inventory,
         state: &state,
         config,
         retry_failed,
     });
+    // What the scan noticed (headers or files root may not trust, leftovers) is shown with the plan.
+    plan.notes.extend(inventory.notes.iter().cloned());
     Ok(Prepared { intents, state, inventory, plan })
 }
 
