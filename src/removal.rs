@@ -1,8 +1,8 @@
 //! Removals that cannot wait for the end of a transaction, because the files go away first: a
 //! kernel's DKMS builds (when the kernel goes: its headers going alone removes nothing), and a
-//! module version's builds. Each also drops the
-//! pending intents that would otherwise rebuild what is being removed. What dkms has is read by
-//! the inventory; every command runs through the backend.
+//! module version's builds. Each also drops the pending intents that would otherwise rebuild what
+//! is being removed. What dkms has is read by the inventory; every command runs through the
+//! backend. Stop signals end a removal cleanly, and its wait for the lock is bounded.
 
 use crate::backend::{Deadline, Depmod, Dkms, Step, Target};
 use crate::config::Config;

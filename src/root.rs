@@ -620,7 +620,9 @@ pub fn scratch_dir(prefix: &str) -> io::Result<tempfile::TempDir> {
             }
         }
         prune_scratch(&host, Path::new(base), prefix);
-        match tempfile::Builder::new().prefix(&format!("{prefix}{}.", std::process::id())).tempdir_in(base) {
+        let name = format!("{prefix}{}.", std::process::id());
+        let private = fs::Permissions::from_mode(0o700);
+        match tempfile::Builder::new().prefix(&name).permissions(private).tempdir_in(base) {
             Ok(t) => return Ok(t),
             Err(e) => last = e,
         }
@@ -733,6 +735,112 @@ mod tests {
         let root = Root::open(t.path()).unwrap();
         let err = root.private_dir("var/lib/dkms-trigger").unwrap_err();
         assert_eq!(crate::exit::exit_code(&err), Code::Unsafe, "{err:#}");
+    }
+
+    #[test]
+    fn the_trust_rule_follows_links_inside_the_root_and_judges_every_directory() {
+        let t = tempfile::tempdir().unwrap();
+        let r = Root::open(t.path()).unwrap();
+        let mk = |rel: &str, mode: u32| {
+            let p = t.path().join(rel);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, rel).unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+            p
+        };
+        mk("usr/lib/os-release", 0o644);
+        symlink("usr/lib", t.path().join("lib")).unwrap();
+        symlink("../lib/os-release", t.path().join("usr/os")).unwrap();
+        let ok = r.open_trusted("usr/os").unwrap();
+        assert_eq!(ok.path, r.path("usr/lib/os-release"), "resolved, symlink-free");
+        assert_eq!(io::read_to_string(ok.file).unwrap(), "usr/lib/os-release", "the file opened is the one checked");
+        // An absolute target and a `..` past the top stay inside the root.
+        symlink("/../../../lib/os-release", t.path().join("abs")).unwrap();
+        assert_eq!(r.open_trusted("abs").unwrap().path, r.path("usr/lib/os-release"));
+        assert!(matches!(r.open_trusted("usr/none"), Err(Distrust::Missing)));
+        assert!(matches!(r.open_trusted("usr/lib/os-release/x"), Err(Distrust::Missing)));
+
+        mk("srv/open/x", 0o644);
+        fs::set_permissions(t.path().join("srv/open"), fs::Permissions::from_mode(0o777)).unwrap();
+        symlink("/srv/open/x", t.path().join("via")).unwrap();
+        let why = |p: &str| match r.open_trusted(p) {
+            Err(Distrust::Refused(why)) => why,
+            other => panic!("{p}: {other:?}"),
+        };
+        assert_eq!(why("via"), "/srv/open is writable by group or others (mode 0777)");
+        mk("srv/file", 0o646);
+        assert_eq!(why("srv/file"), "/srv/file is writable by group or others (mode 0646)");
+        // A sticky world-writable directory is passed; what is in it is judged in turn.
+        mk("tmp/mine", 0o600);
+        fs::set_permissions(t.path().join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(r.open_trusted("tmp/mine").is_ok());
+        symlink("a", t.path().join("loop")).unwrap();
+        symlink("loop", t.path().join("a")).unwrap();
+        assert!(why("loop").contains("too many levels of symbolic links"));
+        let fifo = t.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(why("fifo").contains("is not a regular file or a directory"), "never opened: it could block");
+    }
+
+    #[test]
+    fn private_dirs_others_may_write_to_are_refused_not_repaired() {
+        for (rel, mode, named) in [("var/lib/x", 0o777, "/var/lib/x"), ("var/lib", 0o775, "/var/lib")] {
+            let t = tempfile::tempdir().unwrap();
+            let r = Root::open(t.path()).unwrap();
+            r.private_dir("var/lib/x").unwrap();
+            fs::set_permissions(t.path().join(rel), fs::Permissions::from_mode(mode)).unwrap();
+            let err = r.private_dir("var/lib/x").unwrap_err();
+            assert_eq!(crate::exit::exit_code(&err), Code::Unsafe);
+            let msg = format!("{err:#}");
+            assert!(msg.contains(&format!("{named} is writable by group or others (mode {mode:04o})")), "{msg}");
+            assert_eq!(fs::metadata(t.path().join(rel)).unwrap().permissions().mode() & 0o777, mode, "not repaired");
+        }
+        // Readable by others is only reset.
+        let t = tempfile::tempdir().unwrap();
+        let r = Root::open(t.path()).unwrap();
+        fs::create_dir_all(t.path().join("var/lib/x")).unwrap();
+        fs::set_permissions(t.path().join("var/lib/x"), fs::Permissions::from_mode(0o755)).unwrap();
+        r.private_dir("var/lib/x").unwrap();
+        assert_eq!(fs::metadata(t.path().join("var/lib/x")).unwrap().permissions().mode() & 0o777, 0o700);
+    }
+
+    #[test]
+    fn set_aside_files_are_pruned_to_the_newest_and_stale_temp_files_removed() {
+        let t = tempfile::tempdir().unwrap();
+        let r = Root::open(t.path()).unwrap();
+        for i in 1..=7 {
+            fs::write(t.path().join(format!("spool.toml.corrupt-2026010{i}T000000Z")), "x").unwrap();
+        }
+        fs::write(t.path().join("spool.toml"), "keep").unwrap();
+        fs::write(t.path().join(".state.toml.abc.tmp"), "left by a killed writer").unwrap();
+        fs::write(t.path().join(".spool.toml.def.tmp"), "another writer's").unwrap();
+        assert_eq!(r.prune(t.path(), "spool.toml.corrupt-", KEEP_SET_ASIDE), 2);
+        r.remove_stale_temp_files(t.path(), "state.toml");
+        let mut left: Vec<String> =
+            fs::read_dir(t.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        left.sort();
+        assert_eq!(left[0], ".spool.toml.def.tmp", "only the named writer's temp files go");
+        assert_eq!(left[1], "spool.toml");
+        assert_eq!(left[2], "spool.toml.corrupt-20260103T000000Z", "the two oldest went: {left:?}");
+        assert_eq!(left.len(), 2 + KEEP_SET_ASIDE);
+    }
+
+    #[test]
+    fn scratch_dirs_of_processes_that_are_gone_are_removed() {
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        gone.wait().unwrap();
+        let prefix = "dkms-trigger-unit-scratch.";
+        let base = crate::paths::SCRATCH_DIRS.iter().find(|b| Path::new(b).is_dir()).unwrap();
+        let left = Path::new(base).join(format!("{prefix}{}.leftover", gone.id()));
+        let alive = Path::new(base).join(format!("{prefix}{}.alive", std::process::id()));
+        fs::create_dir_all(left.join("sub")).unwrap();
+        fs::create_dir_all(&alive).unwrap();
+        let fresh = scratch_dir(prefix).unwrap();
+        assert!(!left.exists(), "the dead process's scratch directory was removed");
+        assert!(alive.exists(), "a live process's is kept");
+        assert!(fresh.path().starts_with(base) && fresh.path().is_dir());
+        assert_eq!(fs::metadata(fresh.path()).unwrap().permissions().mode() & 0o777, 0o700);
+        fs::remove_dir_all(&alive).unwrap();
     }
 
     #[test]

@@ -418,6 +418,62 @@ mod tests {
     }
 
     #[test]
+    fn output_beyond_the_log_limit_keeps_the_head_and_the_tail() {
+        let t = tempfile::tempdir().unwrap();
+        let log = log_in(&t, "big.log");
+        let script = "head -c 6000000 /dev/zero | tr '\\0' x; echo; echo the-last-line";
+        let r = Cmd::new("sh").args(["-c", script]).run(&log).unwrap();
+        assert!(r.ok() && r.output_cut);
+        assert_eq!(r.last_lines(1), vec!["the-last-line"]);
+        let len = std::fs::metadata(t.path().join("big.log")).unwrap().len();
+        assert!(len <= LOG_LIMIT + LOG_TAIL as u64 + 1024, "{len}");
+        let text = std::fs::read_to_string(t.path().join("big.log")).unwrap();
+        assert!(text.contains("bytes of output left out here"), "the cut is said");
+        // The next command's output goes in whole up to its tail once the log is full.
+        let small = Cmd::new("sh").args(["-c", "echo small"]).run(&log).unwrap();
+        assert!(!small.output_cut && small.last_lines(1) == vec!["small"]);
+    }
+
+    #[test]
+    fn programs_get_the_fixed_environment_only() {
+        let t = tempfile::tempdir().unwrap();
+        let r = Cmd::new("env").run(&log_in(&t, "env.log")).unwrap();
+        let out = r.output();
+        assert!(out.contains(&format!("PATH={}\n", environment::PATH)) && out.contains("LC_ALL=C\n"), "{out}");
+        // cargo gives the test process CARGO_* and HOME; none of it reaches a program.
+        for name in ["HOME=", "CARGO", "RUST_"] {
+            assert!(!out.lines().any(|l| l.starts_with(name)), "{name} got through: {out}");
+        }
+        let r = Cmd::new("env").env("EXTRA", "1").run(&log_in(&t, "env2.log")).unwrap();
+        assert!(r.output().contains("EXTRA=1\n"), "a command's own variables are added");
+    }
+
+    #[test]
+    fn rotating_logs_start_over_past_their_size() {
+        let t = tempfile::tempdir().unwrap();
+        let root = Root::open(t.path()).unwrap();
+        Log::open_rotating(&root, "r.log", 10).unwrap().note("0123456789 first");
+        Log::open_rotating(&root, "r.log", 10).unwrap().note("second");
+        assert_eq!(std::fs::read_to_string(t.path().join("r.log.1")).unwrap(), "0123456789 first\n");
+        assert_eq!(std::fs::read_to_string(t.path().join("r.log")).unwrap(), "second\n");
+        Log::open_rotating(&root, "r.log", 10).unwrap().note("third");
+        assert_eq!(std::fs::read_to_string(t.path().join("r.log")).unwrap(), "second\nthird\n", "not over yet");
+    }
+
+    #[test]
+    fn piped_programs_read_their_stdin() {
+        use std::io::Read;
+        let t = tempfile::tempdir().unwrap();
+        let err = std::fs::File::create(t.path().join("err")).unwrap();
+        let mut child = Cmd::new("cat").spawn_piped(err).unwrap();
+        child.stdin.take().unwrap().write_all(b"through the supervisor").unwrap();
+        let mut out = String::new();
+        child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        assert!(child.wait().unwrap().success());
+        assert_eq!(out, "through the supervisor");
+    }
+
+    #[test]
     fn missing_program_is_an_error_naming_it() {
         let t = tempfile::tempdir().unwrap();
         let e = Cmd::new("/nonexistent/dkms").arg("status").run(&log_in(&t, "l")).unwrap_err();
