@@ -80,7 +80,8 @@ impl Fake {
     }
 
     /// dkms: logs its arguments and environment; `build` hangs (with a child of its own) while
-    /// T/log/hang exists, and reports any process of an earlier hang still alive.
+    /// T/log/hang exists, ignoring SIGTERM so that it outlives a stop by the second before
+    /// SIGKILL, and reports any process of an earlier hang still alive.
     fn stand_in_dkms(&self) {
         let l = self.top.join("log").display().to_string();
         let script = format!(
@@ -93,6 +94,7 @@ if [ "$1" = build ]; then
         [ -n "$s" ] && [ "$s" != Z ] && echo "$p alive during a new build" >> {l}/overlap
     done
     if [ -e {l}/hang ]; then
+        trap '' TERM
         sleep 300 &
         echo $! >> {l}/pids
         echo $$ >> {l}/pids
