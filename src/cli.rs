@@ -265,6 +265,7 @@ fn load_config(root: &Root, cli: &Cli) -> Result<config::Loaded> {
     for w in &loaded.warnings {
         ui::warn(w);
     }
+    crate::runner::environment::pass_through(&loaded.config.pass_environment);
     Ok(loaded)
 }
 
@@ -332,8 +333,8 @@ fn run(cli: &Cli) -> Result<Code> {
         }
         Command::FromPaths { op, source } => {
             root::require_root("from-paths")?;
-            let mut input = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)
+            let mut input = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut input)
                 .map_err(|e| Failure::err(Code::Usage, format!("reading paths from stdin: {e}")))?;
             crate::hook::from_paths(&root, &input, *op, source.as_deref(), &|| {
                 load_config(&root, cli).map(|l| l.config)

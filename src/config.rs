@@ -3,7 +3,7 @@
 
 use crate::exit::{Code, Failure};
 use crate::paths;
-use crate::root::Root;
+use crate::root::{Distrust, Root};
 use anyhow::Result;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -53,6 +53,8 @@ pub struct Config {
     pub keep_runs: u32,
     pub allow_untrusted_sources: bool,
     pub weak_updates: bool,
+    pub lock_timeout: u64,
+    pub pass_environment: Vec<String>,
 }
 
 impl Default for Config {
@@ -71,6 +73,8 @@ impl Default for Config {
             keep_runs: 10,
             allow_untrusted_sources: false,
             weak_updates: true,
+            lock_timeout: 1800,
+            pass_environment: Vec::new(),
         }
     }
 }
@@ -110,6 +114,25 @@ fn choice<T: Copy>(v: &toml::Value, options: &[(&str, T)]) -> Result<T, String> 
         .find(|(n, _)| *n == s)
         .map(|(_, t)| *t)
         .ok_or_else(|| format!("'{s}' is not one of {}", names.join(", ")))
+}
+
+/// A list of environment variable names, for `pass_environment`.
+fn variable_names(v: &toml::Value) -> Result<Vec<String>, String> {
+    let items = v.as_array().ok_or_else(|| format!("must be a list of variable names, not {}", v.type_str()))?;
+    let mut names = Vec::new();
+    for item in items {
+        let name = item.as_str().ok_or_else(|| format!("must hold strings, not {}", item.type_str()))?;
+        let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(format!("'{name}' is not a variable name"));
+        }
+        if matches!(name, "PATH" | "LC_ALL") {
+            return Err(format!("{name} is fixed (docs/config.md)"));
+        }
+        names.push(name.to_string());
+    }
+    Ok(names)
 }
 
 const KERNEL_SETS: &[(&str, KernelSet)] =
@@ -231,6 +254,22 @@ const KEYS: &[Key] = &[
         },
         get: |c| c.weak_updates.into(),
     },
+    Key {
+        name: "lock_timeout",
+        set: |c, v| {
+            c.lock_timeout = int(v, 1, 7 * 86_400)? as u64;
+            Ok(())
+        },
+        get: |c| (c.lock_timeout as i64).into(),
+    },
+    Key {
+        name: "pass_environment",
+        set: |c, v| {
+            c.pass_environment = variable_names(v)?;
+            Ok(())
+        },
+        get: |c| toml::Value::Array(c.pass_environment.iter().map(|n| n.clone().into()).collect()),
+    },
 ];
 
 /// Names of all keys, in documentation order.
@@ -319,16 +358,27 @@ impl Loaded {
     }
 }
 
-/// Parses one configuration file into a table; errors carry exit code 2 and the file name.
+/// Parses one configuration file into a table; errors carry exit code 2 and the file name. The
+/// file must pass the trust rule (`Root::open_trusted`): its `dkms` and `depmod` keys name programs
+/// run as root. One that does not stops the command with `Code::Unsafe`. Symlinks are followed
+/// inside the root; a missing file, or a directory, is no configuration.
 fn parse_file(reader: &Root, path: &Path) -> Result<Option<toml::Table>> {
-    let text = match reader.read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Failure::err(Code::Usage, format!("{}: {e}", path.display()))),
+    let mut file = match reader.open_trusted(path) {
+        Ok(t) if t.md.is_file() => t.file,
+        Ok(_) | Err(Distrust::Missing) => return Ok(None),
+        Err(Distrust::Refused(why)) => return Err(refused(path, &why)),
+        Err(Distrust::Io(e)) => return Err(Failure::err(Code::Usage, format!("{}: {e}", path.display()))),
     };
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut file, &mut text)
+        .map_err(|e| Failure::err(Code::Usage, format!("{}: {e}", path.display())))?;
     text.parse::<toml::Table>()
         .map(Some)
         .map_err(|e| Failure::err(Code::Usage, format!("{}: invalid TOML: {}", path.display(), e.message())))
+}
+
+fn refused(path: &Path, why: &str) -> anyhow::Error {
+    Failure::err(Code::Unsafe, format!("{}: refusing to read the configuration there: {why}", path.display()))
 }
 
 /// Loads the configuration: `explicit` (from `--config`, must exist) or ROOT/etc/dkms-trigger/config.toml
@@ -350,12 +400,16 @@ pub fn load(root: &Root, explicit: Option<&Path>) -> Result<Loaded> {
     };
     let mut files = vec![main];
     let dropins = root.path(paths::CONFIG_DROPIN_DIR);
+    match root.open_trusted(&dropins) {
+        Ok(_) | Err(Distrust::Missing) | Err(Distrust::Io(_)) => {}
+        Err(Distrust::Refused(why)) => return Err(refused(&dropins, &why)),
+    }
     if let Ok(names) = root.list(&dropins) {
         files.extend(
             names
                 .into_iter()
                 .map(|n| dropins.join(n))
-                .filter(|p| p.extension().is_some_and(|x| x == "toml") && root.is_file(p))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
                 .map(|p| (root, p)),
         );
     }
@@ -455,6 +509,43 @@ mod tests {
         assert!(text.contains("[on_failure]\nkernel_event = \"warn\"  # default"), "{text}");
         // the rendering is itself a valid configuration
         text.parse::<toml::Table>().unwrap();
+    }
+
+    #[test]
+    fn untrusted_configuration_is_refused_naming_file_and_reason() {
+        use std::os::unix::fs::PermissionsExt;
+        let (t, r) = root_with(&[("etc/dkms-trigger/config.toml", "dkms = \"/opt/x/dkms\"\n")]);
+        let file = t.path().join("etc/dkms-trigger/config.toml");
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o666)).unwrap();
+        let err = load(&r, None).unwrap_err();
+        assert_eq!(crate::exit::exit_code(&err), Code::Unsafe);
+        let msg = format!("{err:#}");
+        assert!(msg.contains("/etc/dkms-trigger/config.toml is writable by group or others (mode 0666)"), "{msg}");
+
+        let (t, r) = root_with(&[("etc/dkms-trigger/config.d/50-x.toml", "jobs = 2\n")]);
+        fs::set_permissions(t.path().join("etc/dkms-trigger/config.d"), fs::Permissions::from_mode(0o777)).unwrap();
+        let msg = format!("{:#}", load(&r, None).unwrap_err());
+        assert!(msg.contains("/etc/dkms-trigger/config.d is writable by group or others (mode 0777)"), "{msg}");
+
+        // A drop-in linked to a file in a directory others may write to: the directory counts.
+        let (t, r) = root_with(&[("srv/open/x.toml", "jobs = 2\n")]);
+        fs::set_permissions(t.path().join("srv/open"), fs::Permissions::from_mode(0o777)).unwrap();
+        fs::create_dir_all(t.path().join("etc/dkms-trigger/config.d")).unwrap();
+        std::os::unix::fs::symlink("/srv/open/x.toml", t.path().join("etc/dkms-trigger/config.d/60-l.toml")).unwrap();
+        let msg = format!("{:#}", load(&r, None).unwrap_err());
+        assert!(msg.contains("/srv/open is writable by group or others (mode 0777)"), "{msg}");
+    }
+
+    #[test]
+    fn pass_environment_takes_variable_names_only() {
+        let (_t, r) =
+            root_with(&[("etc/dkms-trigger/config.toml", "pass_environment = [\"TMPDIR\", \"http_proxy\"]\n")]);
+        assert_eq!(load(&r, None).unwrap().config.pass_environment, vec!["TMPDIR", "http_proxy"]);
+        for bad in ["[\"A B\"]", "[\"PATH\"]", "\"TMPDIR\"", "[1]", "[\"1X\"]"] {
+            let (_t, r) = root_with(&[("etc/dkms-trigger/config.toml", &format!("pass_environment = {bad}\n"))]);
+            let err = load(&r, None).unwrap_err();
+            assert_eq!(crate::exit::exit_code(&err), Code::Usage, "{bad}");
+        }
     }
 
     #[test]

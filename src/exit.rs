@@ -19,6 +19,9 @@ pub enum Code {
     Storage = 5,
     /// 6: an unsafe filesystem layout: a symlink or foreign owner where the tool must write.
     Unsafe = 6,
+    /// 7: stopped by SIGINT, SIGTERM or SIGHUP: the running jobs were stopped and recorded as
+    /// interrupted, the pending intents kept; the next finalize does the rest.
+    Interrupted = 7,
 }
 
 impl Code {

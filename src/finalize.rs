@@ -1,5 +1,7 @@
 //! `dkms-trigger finalize`: one finalizer at a time takes the spool's intents, plans, executes,
-//! removes exactly the intents it handled, and loops while hooks recorded new ones meanwhile.
+//! removes exactly the intents it handled, and loops while hooks recorded new ones meanwhile. A
+//! stop signal (SIGINT, SIGTERM, SIGHUP) stops the running jobs, which are recorded as interrupted
+//! (the next finalize rebuilds them), keeps every pending intent, and exits with `Interrupted`.
 
 use crate::backend::{Depmod, Dkms};
 use crate::clock;
@@ -7,12 +9,12 @@ use crate::config::Config;
 use crate::executor::{self, swap, Context, RunLog, Summary};
 use crate::exit::Code;
 use crate::intent::Intent;
-use crate::lock::FinalizeLock;
+use crate::lock::{FinalizeLock, Waiting};
 use crate::paths;
 use crate::pipeline;
 use crate::plan::Plan;
 use crate::root::{self, Root};
-use crate::runner::Log;
+use crate::runner::{self, Log};
 use crate::spool::{self, Entry};
 use crate::state::Outcome;
 use crate::statefile;
@@ -44,7 +46,8 @@ pub fn run(root: &Root, config: &Config, opts: &Options) -> Result<Code> {
         return Ok(Code::Ok);
     }
     root::require_root("finalize")?;
-    let lock = FinalizeLock::take(root, opts.no_wait)?;
+    runner::stop_on_signals()?;
+    let lock = FinalizeLock::take(root, Waiting::from(opts.no_wait, config.lock_timeout), "finalize")?;
     let started = Instant::now();
     settle_interrupted_swaps(root, config)?;
     let mut state = statefile::load(&lock)?;
@@ -76,6 +79,8 @@ pub fn run(root: &Root, config: &Config, opts: &Options) -> Result<Code> {
             break; // the no-op path: a lock, the spool and the state, nothing else
         }
         let p = pipeline::prepare(root, config, intents, state, opts.retry_failed, revisit)?;
+        // Stopped while reading the system: nothing ran, every intent stays.
+        runner::check_stop()?;
         state = p.state;
         for n in &p.plan.notes {
             log::info!("plan: {n}");
@@ -106,6 +111,21 @@ pub fn run(root: &Root, config: &Config, opts: &Options) -> Result<Code> {
             };
             let s = executor::execute(&ctx, &p.plan, &mut state)?;
             merge(&mut total, s, &p.plan);
+        }
+        if let Some(sig) = runner::stop_signal() {
+            // The jobs that ran are recorded (state.toml); the intents stay pending, so that the
+            // next finalize plans again and rebuilds what was interrupted.
+            if let Some(rl) = &run_log {
+                print_summary(&total, started.elapsed(), rl, root);
+            }
+            let stopped = total.reports.iter().filter(|r| r.outcome == Outcome::InProgress).count();
+            return Err(crate::exit::Failure::err(
+                Code::Interrupted,
+                format!(
+                    "interrupted by {sig}: {stopped} running job(s) stopped and recorded as interrupted; \
+                     the pending intents are kept and the next finalize does the rest"
+                ),
+            ));
         }
         // Remove what this round handled, keep what it deferred, and see whether hooks recorded
         // anything new in the meantime.
@@ -173,12 +193,13 @@ fn merge(total: &mut Summary, s: Summary, plan: &Plan) {
 }
 
 fn print_summary(total: &Summary, took: Duration, rl: &RunLog, root: &Root) {
-    let groups: [(Outcome, &str); 5] = [
+    let groups: [(Outcome, &str); 6] = [
         (Outcome::Installed, "installed"),
         (Outcome::Failed, "failed"),
         (Outcome::Unsupported, "unsupported"),
         (Outcome::Deferred, "deferred"),
         (Outcome::Skipped, "skipped"),
+        (Outcome::InProgress, "interrupted"),
     ];
     ui::info(format!(
         "summary ({:.1}s, logs in {}):",

@@ -95,14 +95,33 @@ pub fn run(root: &Root, hook: &Hook, load: Load) -> Result<Code> {
 }
 
 /// `from-paths`: package file paths (rpm file triggers, pacman hooks) to intents, or to removals.
-pub fn from_paths(root: &Root, input: &str, op: PathOp, source: Option<&str>, load: Load) -> Result<Code> {
+pub fn from_paths(root: &Root, input: &[u8], op: PathOp, source: Option<&str>, load: Load) -> Result<Code> {
     root::require_root("from-paths")?;
+    let input = utf8_lines(input);
     match op {
         PathOp::Remove => remove_paths(root, input.lines(), load)?,
         PathOp::Install => record_paths(root, input.lines(), [].into_iter(), source)?,
         PathOp::Upgrade => record_paths(root, [].into_iter(), input.lines(), source)?,
     }
     Ok(Code::Ok)
+}
+
+/// The lines of `input` that are UTF-8, one a line: one bad line (a file name that is not UTF-8)
+/// must not cost the others their record. Each line left out is reported.
+fn utf8_lines(input: &[u8]) -> String {
+    let mut out = String::with_capacity(input.len());
+    for (n, line) in input.split(|&b| b == b'\n').enumerate() {
+        match std::str::from_utf8(line) {
+            Ok(l) => {
+                out.push_str(l);
+                out.push('\n');
+            }
+            Err(_) => {
+                warn(format!("ignoring line {}: not UTF-8: {}", n + 1, validate::shown(&String::from_utf8_lossy(line))))
+            }
+        }
+    }
+    out
 }
 
 /// Records what `installed` (new paths) and `upgraded` (paths replaced in place: headers changed
@@ -125,23 +144,71 @@ fn record_paths<'a>(
     Ok(())
 }
 
-/// Removes now the DKMS builds of the module sources, kernels and headers among `paths`, which are
-/// about to go.
+/// Removes now the DKMS builds of the module sources and kernels among `paths`, which are about to
+/// go. A headers package going away while its kernel stays removes nothing (the builds are shown
+/// stale until headers return); without the kernel's image they go. One failed removal does not
+/// stop the others: each is reported, and the result is the first failure (a stop signal ends the
+/// loop at once).
 fn remove_paths<'a>(root: &Root, paths: impl Iterator<Item = &'a str>, load: Load) -> Result<()> {
     root::require_root("removing DKMS builds")?;
     let touched = targets::classify(root, paths, true);
     refused(&touched);
-    if touched.modules.is_empty() && touched.headers.is_empty() && touched.kernels.is_empty() {
+    let mut kernels = touched.kernels.clone();
+    for k in touched.headers.difference(&touched.kernels) {
+        if crate::inventory::kernels::has_image(root, k) {
+            eprintln!(
+                "dkms-trigger: the headers of {k} go, the kernel stays: its DKMS modules stay installed \
+                 (shown stale until headers return)"
+            );
+        } else {
+            kernels.insert(k.clone());
+        }
+    }
+    if touched.modules.is_empty() && kernels.is_empty() {
         return Ok(());
     }
     let config = load()?;
+    let mut first: Option<anyhow::Error> = None;
+    let mut failed = 0;
     for (m, v) in &touched.modules {
-        removal::remove_module(root, &config, m, v)?;
+        if let Err(e) = removal::remove_module(root, &config, m, v) {
+            if note_failure(&mut first, &mut failed, format!("removing {m}/{v}"), e) {
+                break;
+            }
+        }
     }
-    for k in touched.headers.iter().chain(&touched.kernels) {
-        removal::remove_kernel(root, &config, k)?;
+    for k in &kernels {
+        if first.as_ref().is_some_and(is_stop) {
+            break;
+        }
+        if let Err(e) = removal::remove_kernel(root, &config, k) {
+            if note_failure(&mut first, &mut failed, format!("removing the DKMS builds of {k}"), e) {
+                break;
+            }
+        }
     }
-    Ok(())
+    match first {
+        None => Ok(()),
+        Some(e) if failed == 1 => Err(e),
+        Some(e) => Err(e.context(format!("{failed} removals failed (each shown above); the first"))),
+    }
+}
+
+/// Keeps the first failure (as `what: error`), reports the later ones at once. True when it was a
+/// stop signal, after which nothing else is tried.
+fn note_failure(first: &mut Option<anyhow::Error>, failed: &mut usize, what: String, e: anyhow::Error) -> bool {
+    *failed += 1;
+    let stop = is_stop(&e);
+    let e = e.context(what);
+    match first {
+        None => *first = Some(e),
+        Some(_) => eprintln!("dkms-trigger: error: {e:#}"),
+    }
+    stop
+}
+
+fn is_stop(e: &anyhow::Error) -> bool {
+    crate::exit::exit_code(e) == Code::Interrupted
 }
 
 fn refused(touched: &targets::Touched) {

@@ -6,6 +6,7 @@ pub(crate) mod kernels;
 mod prints;
 pub(crate) mod resolve;
 mod sources;
+mod trust;
 mod weak;
 
 use crate::config::Config;
@@ -147,11 +148,26 @@ pub fn scan_with(root: &Root, config: &Config, evaluate: Evaluator<'_>) -> anyho
     let mut cache = KernelCache::default();
     let kernels = kernels::scan(root, &machine, &mut cache, &mut notes)?;
     let mut drafts = collect_modules(root, &mut notes)?;
+    // dkms sources /etc/dkms files for a module: one root may not trust makes it unusable.
+    let etc = trust::EtcDkms::check(root);
     for d in drafts.values_mut() {
+        if let (None, Some(why)) = (&d.module.broken, etc.against(&d.module.name)) {
+            d.module.broken = Some(format!("untrusted /etc/dkms file: {why}"));
+        }
         d.read_source(root, config);
     }
     let dkms_version = dkms_version(root);
-    evaluate_modules(root, config, &kernels, &mut drafts, evaluate, dkms_version.as_deref());
+    let os_release = match root.open_trusted(OS_RELEASE) {
+        Ok(t) => Some(t.path),
+        Err(crate::root::Distrust::Refused(why)) => {
+            notes.push(format!("{why}: not sourced; dkms.conf files see running_distribution=unknown"));
+            None
+        }
+        // Missing: the evaluator falls back to "unknown", as dkms does.
+        Err(_) => None,
+    };
+    let found = Found { kernels: &kernels, dkms_version: dkms_version.as_deref(), os_release, etc: &etc };
+    evaluate_modules(root, config, &found, &mut drafts, evaluate);
 
     let mut overrides = Overrides::load(root);
     let links = weak::links(root, &kernels);
@@ -214,6 +230,9 @@ struct Draft {
     module: Module,
     /// Resolved source directory (host path) holding a dkms.conf.
     source_dir: Option<PathBuf>,
+    /// The source as dkms names it, inside the root: `usr/src/M-V`, or `var/lib/dkms/M/V/source`
+    /// for a registered module (the trust rule follows it from there).
+    source_named: Option<PathBuf>,
     /// For a module found only in usr/src: the directory name PACKAGE_NAME-PACKAGE_VERSION must match.
     dir_name: Option<String>,
     source_print: Option<SourceDigest>,
@@ -238,6 +257,7 @@ impl Draft {
                 source_digest: None,
             },
             source_dir: None,
+            source_named: None,
             dir_name: None,
             source_print: None,
             kos: BTreeMap::new(),
@@ -250,7 +270,8 @@ impl Draft {
         match prints::walk(root, dir) {
             Ok(entries) => {
                 if !config.allow_untrusted_sources {
-                    if let Some(why) = sources::distrust(root, dir, &entries) {
+                    let named = self.source_named.as_deref().unwrap_or(dir);
+                    if let Some(why) = sources::distrust(root, named, dir, &entries) {
                         self.module.broken =
                             Some(format!("untrusted source: {why} (allow_untrusted_sources = true accepts it)"));
                     }
@@ -275,6 +296,7 @@ fn collect_modules(root: &Root, notes: &mut Vec<String>) -> anyhow::Result<BTree
                 Some(_) => {
                     d.module.source = Some(relative(root, &dir));
                     d.source_dir = Some(dir);
+                    d.source_named = Some(Path::new(DKMS_TREE).join(&r.name).join(&r.version).join("source"));
                 }
                 None => d.module.broken = Some(format!("{} has no dkms.conf", relative(root, &dir))),
             },
@@ -297,6 +319,7 @@ fn collect_modules(root: &Root, notes: &mut Vec<String>) -> anyhow::Result<BTree
         let mut d = Draft::new(&key.0, &key.1, false);
         d.module.source = Some(relative(root, &u.dir));
         d.source_dir = Some(u.dir);
+        d.source_named = Some(Path::new(SOURCE_TREE).join(&u.dir_name));
         d.dir_name = Some(u.dir_name);
         drafts.insert(key, d);
     }
@@ -310,12 +333,12 @@ fn collect_modules(root: &Root, notes: &mut Vec<String>) -> anyhow::Result<BTree
 fn evaluate_modules(
     root: &Root,
     config: &Config,
-    kernels: &BTreeMap<String, Kernel>,
+    found: &Found,
     drafts: &mut BTreeMap<ModKey, Draft>,
     evaluate: Evaluator<'_>,
-    dkms_version: Option<&str>,
 ) {
-    let contexts: Vec<KernelContext> = kernels
+    let contexts: Vec<KernelContext> = found
+        .kernels
         .values()
         .filter_map(|k| {
             let h = k.headers.as_ref()?;
@@ -335,8 +358,8 @@ fn evaluate_modules(
         override_dir: root.path(DKMS_ETC),
         timeout: Duration::from_secs(config.eval_timeout),
         parallel: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        dkms_version: dkms_version.map(str::to_string),
-        os_release: Some(root.path(OS_RELEASE)),
+        dkms_version: found.dkms_version.map(str::to_string),
+        os_release: found.os_release.clone(),
     };
     let mut pending: Vec<(ModKey, PathBuf)> = drafts
         .iter()
@@ -394,10 +417,25 @@ fn evaluate_modules(
             let mut d = drafts.remove(&old).expect("pending module");
             d.module.name = new.0.clone();
             d.module.version = new.1.clone();
+            // Its override files are those of its real name.
+            let refused = found.etc.against(&new.0).map(|why| format!("untrusted /etc/dkms file: {why}"));
+            let usable = refused.is_none();
+            d.module.broken = refused;
             drafts.insert(new.clone(), d);
-            pending.push((new, conf));
+            if usable {
+                pending.push((new, conf));
+            }
         }
     }
+}
+
+/// What the scan found that the evaluation of dkms.conf files needs.
+struct Found<'a> {
+    kernels: &'a BTreeMap<String, Kernel>,
+    dkms_version: Option<&'a str>,
+    /// The os-release file to source for `running_distribution`, when it passed the trust rule.
+    os_release: Option<PathBuf>,
+    etc: &'a trust::EtcDkms,
 }
 
 /// The modules tree dkms installs into (`install_tree`): the first of MODULE_DIRS that exists.

@@ -70,3 +70,6 @@ pub const UNUSABLE_DIR: &str = "var/lib/dkms-trigger/unusable";
 /// dkms's common.postinst (what dh_dkms module packages run), diverted while dkms-trigger is
 /// installed, and where the diversion keeps dkms's own.
 pub const DKMS_COMMON_POSTINST: &str = "usr/lib/dkms/common.postinst";
+/// Where private scratch directories are made, in order (`root::scratch_dir`): sticky, root's,
+/// and never chosen by the caller's environment.
+pub const SCRATCH_DIRS: [&str; 2] = ["/dev/shm", "/tmp"];

@@ -33,7 +33,7 @@ pub fn prepare(
     revisit: bool,
 ) -> Result<Prepared> {
     let inventory = inventory::scan(root, config)?;
-    let plan = planner::plan(&planner::Input {
+    let mut plan = planner::plan(&planner::Input {
         intents: &intents,
         inventory: &inventory,
         state: &state,
@@ -41,6 +41,8 @@ pub fn prepare(
         retry_failed,
         revisit,
     });
+    // What the scan noticed (headers or files root may not trust, leftovers) is shown with the plan.
+    plan.notes.extend(inventory.notes.iter().cloned());
     Ok(Prepared { intents, state, inventory, plan })
 }
 

@@ -1,17 +1,18 @@
 //! Removals that cannot wait for the end of a transaction, because the files go away first: a
-//! kernel's (or its headers') DKMS builds, and a module version's builds. Each also drops the
-//! pending intents that would otherwise rebuild what is being removed. What dkms has is read by
-//! the inventory; every command runs through the backend.
+//! kernel's DKMS builds (when the kernel goes: its headers going alone removes nothing), and a
+//! module version's builds. Each also drops the pending intents that would otherwise rebuild what
+//! is being removed. What dkms has is read by the inventory; every command runs through the
+//! backend. Stop signals end a removal cleanly, and its wait for the lock is bounded.
 
 use crate::backend::{Deadline, Depmod, Dkms, Step, Target};
 use crate::config::Config;
 use crate::executor::swap;
 use crate::intent::Intent;
 use crate::inventory;
-use crate::lock::FinalizeLock;
+use crate::lock::{FinalizeLock, Waiting};
 use crate::paths;
 use crate::root::Root;
-use crate::runner::Log;
+use crate::runner::{self, Log};
 use crate::spool;
 use crate::statefile;
 use crate::ui;
@@ -44,7 +45,8 @@ struct Ctx<'a> {
 impl<'a> Ctx<'a> {
     fn new(root: &'a Root, config: &'a Config, what: &str) -> Result<Ctx<'a>> {
         let dir = root.private_dir(paths::LOG_DIR)?;
-        let log = Log::open(root, dir.join(format!("{what}.log")))?;
+        // Every removal appends to the same log: rotated, so that it stays bounded.
+        let log = Log::open_rotating(root, dir.join(format!("{what}.log")), REMOVAL_LOG_MAX)?;
         Ok(Ctx {
             root,
             config,
@@ -69,14 +71,25 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// remove-kernel.log and remove-module.log become `.1` beyond this size.
+pub const REMOVAL_LOG_MAX: u64 = 1 << 20;
+
+/// Takes the finalize lock for a removal: stop signals end it cleanly, and the wait is bounded
+/// (`lock_timeout`), since a package manager waits for it.
+fn lock(root: &Root, config: &Config, what: &str) -> Result<FinalizeLock> {
+    runner::stop_on_signals()?;
+    FinalizeLock::take(root, Waiting::from(false, config.lock_timeout), what)
+}
+
 /// `remove-kernel KVER`: unbuilds every DKMS module of `kernel` (registrations stay), drops the
 /// kernel's pending intents and state, runs depmod if the kernel's modules remain. Problems are
 /// warnings: a kernel's removal must not fail because of a module. Returns the number removed.
 pub fn remove_kernel(root: &Root, config: &Config, kernel: &str) -> Result<usize> {
-    let lock = FinalizeLock::take(root, false)?;
+    let lock = lock(root, config, "remove-kernel")?;
     let ctx = Ctx::new(root, config, "remove-kernel")?;
     let mut removed = 0;
     for (m, v, a) in builds_on(root, kernel)? {
+        runner::check_stop()?;
         let t = Target { module: &m, version: &v, kernel, arch: &a, headers: None };
         match ctx.dkms.unbuild(&t, &ctx.log, Deadline::after(ctx.timeout()))? {
             Step::Ok => removed += 1,
@@ -88,6 +101,7 @@ pub fn remove_kernel(root: &Root, config: &Config, kernel: &str) -> Result<usize
         }
     }
     swap::forget(root, None, Some(kernel));
+    runner::check_stop()?;
     drop_intents(root, |i| narrow_without_kernel(i, kernel))?;
     let mut state = statefile::load(&lock)?;
     state.pairs.retain(|k, _| k.kernel != kernel);
@@ -101,7 +115,7 @@ pub fn remove_kernel(root: &Root, config: &Config, kernel: &str) -> Result<usize
 /// `remove-module NAME/VERSION`: `dkms remove --all` of that version, its pending intents and
 /// state dropped, then one depmod per kernel it was built for.
 pub fn remove_module(root: &Root, config: &Config, module: &str, version: &str) -> Result<usize> {
-    let lock = FinalizeLock::take(root, false)?;
+    let lock = lock(root, config, "remove-module")?;
     let ctx = Ctx::new(root, config, "remove-module")?;
     let registration = inventory::registrations(root)?.into_iter().find(|r| r.name == module && r.version == version);
     let kernels: BTreeSet<String> =
@@ -114,6 +128,7 @@ pub fn remove_module(root: &Root, config: &Config, module: &str, version: &str) 
     swap::forget(root, Some((module, version)), None);
     // Its "reported unusable" note, if any (hook/debian.rs), goes with it.
     let _ = root.remove_file(root.path(paths::UNUSABLE_DIR).join(format!("{module}-{version}")));
+    runner::check_stop()?;
     drop_intents(root, |i| match i {
         Intent::ModuleChanged { module: m, version: v } | Intent::Deferred { module: m, version: v, .. }
             if m == module && v == version =>

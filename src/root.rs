@@ -10,14 +10,20 @@
 //! Writing is where a root-run tool gets hurt, so the helpers refuse a symlink where the tool's own
 //! directory or file must be, refuse parents that resolve outside the root, create directories 0700
 //! and files 0600, and replace files atomically (temp file, fsync, rename, fsync of the directory).
+//!
+//! Reading is the other half: what root runs, sources or takes as configuration must be root's. The
+//! trust rule (`open_trusted`, docs/design.md "Security") walks a path one descriptor at a time.
 #![allow(clippy::disallowed_methods)]
 
 use crate::exit::{Code, Failure};
 use anyhow::{Context, Result};
+use nix::fcntl::OFlag;
 use std::borrow::Cow;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
+use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -177,6 +183,103 @@ impl Root {
         self.stat(p).is_ok_and(|m| m.is_file())
     }
 
+    // --- Trust ---------------------------------------------------------------------------------
+
+    /// Opens `p` (relative to the root, or an absolute path inside it) only if root may trust it:
+    /// the root directory, every directory the path resolves through (symlinks are followed as a
+    /// chroot would, inside the root) and the entry itself pass `trust_problem`, and none is on a
+    /// FUSE file system (whose owner serves its content at will). Each step is an `openat` with
+    /// `O_NOFOLLOW` relative to the directory just checked, and each check an `fstat` of what was
+    /// opened, so a user renaming or exchanging entries cannot slip another file in between; a
+    /// regular file is reopened for reading from its checked directory and must be the inode that
+    /// was checked. Symlinks themselves are not judged: they live in directories that were.
+    pub fn open_trusted(&self, p: impl AsRef<Path>) -> Result<Trusted, Distrust> {
+        let host = self.at(p.as_ref()).map_err(Distrust::Io)?;
+        let inside = self.inside(&host).unwrap_or_default();
+        let top = open_at(None, &self.dir, OFlag::O_PATH | OFlag::O_DIRECTORY).map_err(Distrust::Io)?;
+        let md = top.metadata().map_err(Distrust::Io)?;
+        self.judge(&top, &md, &self.dir)?;
+        let mut stack = vec![(top, self.dir.clone(), md)];
+        let mut todo: Vec<OsString> = Vec::new();
+        push_components(&mut todo, &inside);
+        let mut links = 0;
+        while let Some(part) = todo.pop() {
+            if part == ".." {
+                if stack.len() > 1 {
+                    stack.pop();
+                }
+                continue;
+            }
+            let (dir, dir_path, _) = stack.last().expect("the root stays on the stack");
+            let f = match open_at(Some(dir), &part, OFlag::O_PATH | OFlag::O_NOFOLLOW) {
+                Ok(f) => f,
+                Err(e) if matches!(e.raw_os_error(), Some(nix::libc::ENOENT) | Some(nix::libc::ENOTDIR)) => {
+                    return Err(Distrust::Missing)
+                }
+                Err(e) => return Err(Distrust::Io(e)),
+            };
+            let md = f.metadata().map_err(Distrust::Io)?;
+            if md.file_type().is_symlink() {
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(Distrust::Refused(format!("{}: too many levels of symbolic links", self.shown(&host))));
+                }
+                let target = PathBuf::from(
+                    nix::fcntl::readlinkat(Some(dir.as_raw_fd()), part.as_os_str())
+                        .map_err(|e| Distrust::Io(e.into()))?,
+                );
+                if target.is_absolute() {
+                    stack.truncate(1);
+                }
+                push_components(&mut todo, &target);
+                continue;
+            }
+            let path = dir_path.join(&part);
+            self.judge(&f, &md, &path)?;
+            if !todo.is_empty() && !md.is_dir() {
+                return Err(Distrust::Missing);
+            }
+            stack.push((f, path, md));
+        }
+        let (f, path, md) = stack.pop().expect("the root stays on the stack");
+        if md.is_dir() {
+            return Ok(Trusted { file: f, path, md });
+        }
+        if !md.is_file() {
+            return Err(Distrust::Refused(format!("{} is not a regular file or a directory", self.shown(&path))));
+        }
+        let (dir, _, _) = stack.last().expect("a file has a directory");
+        let name = path.file_name().expect("a checked file has a name");
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
+        let opened = open_at(Some(dir), name, flags).map_err(Distrust::Io)?;
+        let now = opened.metadata().map_err(Distrust::Io)?;
+        if (now.dev(), now.ino()) != (md.dev(), md.ino()) {
+            return Err(Distrust::Refused(format!("{} changed while it was being checked", self.shown(&path))));
+        }
+        Ok(Trusted { file: opened, path, md: now })
+    }
+
+    /// `trust_problem` and the FUSE test for one opened entry; the refusal names it.
+    fn judge(&self, f: &File, md: &Metadata, path: &Path) -> Result<(), Distrust> {
+        let why = trust_problem(md).or_else(|| {
+            let fuse =
+                nix::sys::statfs::fstatfs(f).is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::FUSE_SUPER_MAGIC);
+            fuse.then(|| "is on a FUSE file system, whose owner serves its content".to_string())
+        });
+        match why {
+            Some(why) => Err(Distrust::Refused(format!("{} {why}", self.shown(path)))),
+            None => Ok(()),
+        }
+    }
+
+    /// A host path as people know it: as seen inside the root, or the root itself by its name.
+    pub fn shown(&self, p: &Path) -> String {
+        if p == self.dir && !self.is_host() {
+            return format!("the root {}", self.dir.display());
+        }
+        self.inside(p).unwrap_or_else(|| p.to_path_buf()).display().to_string()
+    }
+
     // --- Writing -------------------------------------------------------------------------------
 
     /// Renames within the root (never across it).
@@ -218,7 +321,10 @@ impl Root {
 
     /// Makes sure `rel` is a real directory of ours: parents may be symlinks that stay inside the
     /// root (merged /usr), the directory itself may not be a symlink; created 0700 when missing and
-    /// reset to 0700 otherwise (when we may). Returns its path.
+    /// reset to 0700 otherwise (when we may). It and every directory above it must pass the trust
+    /// rule (`open_trusted`): a state directory another user owns or may write to could hold
+    /// whatever that user planted, so it is refused (`Code::Unsafe`), never repaired. Returns its
+    /// path.
     pub fn private_dir(&self, rel: &str) -> Result<PathBuf> {
         let target = self.path(rel);
         let parent = target.parent().expect("private dir has a parent");
@@ -227,20 +333,34 @@ impl Root {
         // lets two of them race for the first creation (one would fail with "File exists").
         // mkdir never follows a symlink, so one in the way is caught by the inspection.
         match fs::DirBuilder::new().mode(0o700).create(&target) {
-            Ok(()) => return Ok(target),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let md = fs::symlink_metadata(&target).with_context(|| format!("inspecting {}", target.display()))?;
+                if md.file_type().is_symlink() {
+                    return Err(Failure::err(
+                        Code::Unsafe,
+                        format!("{} is a symlink; refusing to write through it", target.display()),
+                    ));
+                }
+                if !md.is_dir() {
+                    return Err(Failure::err(
+                        Code::Unsafe,
+                        format!("{} exists and is not a directory", target.display()),
+                    ));
+                }
+            }
             Err(e) => return Err(e).with_context(|| format!("creating {}", target.display())),
         }
-        let md = fs::symlink_metadata(&target).with_context(|| format!("inspecting {}", target.display()))?;
-        if md.file_type().is_symlink() {
-            return Err(Failure::err(
-                Code::Unsafe,
-                format!("{} is a symlink; refusing to write through it", target.display()),
-            ));
-        }
-        if !md.is_dir() {
-            return Err(Failure::err(Code::Unsafe, format!("{} exists and is not a directory", target.display())));
-        }
+        let md = match self.open_trusted(&target) {
+            Ok(t) => t.md,
+            Err(Distrust::Refused(why)) => {
+                return Err(Failure::err(
+                    Code::Unsafe,
+                    format!("{why}; refusing to use {} (it must be root's, writable by root only)", target.display()),
+                ))
+            }
+            Err(e) => return Err(anyhow::anyhow!("{e}")).with_context(|| format!("checking {}", target.display())),
+        };
         if md.permissions().mode() & 0o7777 != 0o700 && md.uid() == nix::unistd::geteuid().as_raw() {
             fs::set_permissions(&target, fs::Permissions::from_mode(0o700))
                 .with_context(|| format!("setting mode 0700 on {}", target.display()))?;
@@ -350,6 +470,36 @@ impl Root {
         self.sync_dir(&dir)
     }
 
+    /// Removes the temp files `.NAME.*.tmp` that `write_atomic` writers killed before their rename
+    /// left in `dir`. Only safe under the lock that serialises the writers of `NAME`.
+    pub fn remove_stale_temp_files(&self, dir: impl AsRef<Path>, name: &str) {
+        let dir = dir.as_ref();
+        let prefix = format!(".{name}.");
+        for entry in self.list(dir).unwrap_or_default() {
+            let entry = entry.to_string_lossy();
+            if entry.starts_with(&prefix) && entry.ends_with(".tmp") {
+                let _ = self.remove_file(dir.join(entry.as_ref()));
+            }
+        }
+    }
+
+    /// Keeps the newest `keep` files of `dir` whose names start with `prefix` and removes the
+    /// others: for files set aside with a time in their name (`spool.toml.corrupt-<time>`), whose
+    /// names sort by age. Returns how many went.
+    pub fn prune(&self, dir: impl AsRef<Path>, prefix: &str, keep: usize) -> usize {
+        let dir = dir.as_ref();
+        let mut names: Vec<String> = self
+            .list(dir)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|n| n.to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(prefix))
+            .collect();
+        names.sort();
+        let extra = names.len().saturating_sub(keep);
+        names[..extra].iter().filter(|n| self.remove_file(dir.join(n)).is_ok()).count()
+    }
+
     /// fsyncs a directory so a rename inside it is durable.
     pub fn sync_dir(&self, dir: impl AsRef<Path>) -> Result<()> {
         let dir = dir.as_ref();
@@ -357,6 +507,88 @@ impl Root {
             .and_then(|d| d.sync_all())
             .with_context(|| format!("syncing directory {}", dir.display()))
     }
+}
+
+/// Links followed before giving up, as Linux does (MAXSYMLINKS).
+const MAX_LINKS: usize = 40;
+
+/// How many unreadable spool or state files set aside (`*.corrupt-<time>`, `*.newer-<time>`) are
+/// kept, newest first, for people to look at; older ones are removed (`Root::prune`).
+pub const KEEP_SET_ASIDE: usize = 5;
+
+/// A path that passed the trust rule (`Root::open_trusted`).
+#[derive(Debug)]
+pub struct Trusted {
+    /// A regular file opened for reading, or a directory opened as a path only (`O_PATH`).
+    pub file: File,
+    /// The host path it resolved to, free of symlinks. Every directory on it passed the rule, so
+    /// no other user can change what this path names: handing it to bash or dkms afterwards
+    /// gives them the file that was checked.
+    pub path: PathBuf,
+    pub md: Metadata,
+}
+
+/// Why a path did not pass the trust rule.
+#[derive(Debug)]
+pub enum Distrust {
+    /// Nothing there: a component is missing, or a file stands where a directory must be.
+    Missing,
+    /// A component breaks the rule; the text names it and says why ("/usr/src/x is owned by uid
+    /// 1000, not root").
+    Refused(String),
+    /// Any other error on the way.
+    Io(io::Error),
+}
+
+impl fmt::Display for Distrust {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Distrust::Missing => f.write_str("does not exist"),
+            Distrust::Refused(why) => f.write_str(why),
+            Distrust::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Why an entry may not be run, sourced or read as configuration by root, if so: owned by a user
+/// other than root and the one running this (who gains nothing through their own files, and whose
+/// non-root runs only report), or writable by group or others, except a directory with the sticky
+/// bit (like /tmp: others may add entries but not replace the ones that are judged in turn).
+pub fn trust_problem(md: &Metadata) -> Option<String> {
+    let uid = md.uid();
+    if uid != 0 && uid != nix::unistd::geteuid().as_raw() {
+        return Some(format!("is owned by uid {uid}, not root"));
+    }
+    let mode = md.mode() & 0o7777;
+    if mode & 0o022 != 0 && !(md.is_dir() && mode & 0o1000 != 0) {
+        return Some(format!("is writable by group or others (mode {mode:04o})"));
+    }
+    None
+}
+
+/// `openat(dir, name, flags | O_CLOEXEC)` as a `File` (`dir` None: `name` is absolute).
+fn open_at(dir: Option<&File>, name: impl AsRef<OsStr>, flags: OFlag) -> io::Result<File> {
+    let fd = nix::fcntl::openat(
+        dir.map(|d| d.as_raw_fd()),
+        name.as_ref(),
+        flags | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    // SAFETY: openat just returned this descriptor, and nothing else owns it.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// Pushes the components of `p` onto the stack so that the first one is popped first.
+fn push_components(todo: &mut Vec<OsString>, p: &Path) {
+    let start = todo.len();
+    for c in p.components() {
+        match c {
+            Component::Normal(s) => todo.push(s.to_os_string()),
+            Component::ParentDir => todo.push("..".into()),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    todo[start..].reverse();
 }
 
 /// At most `max` bytes from the end of an open file, starting no earlier than `from`.
@@ -373,6 +605,49 @@ pub fn read_tail_of(f: &File, from: u64, max: u64) -> io::Result<Vec<u8>> {
     }
     buf.truncate(got);
     Ok(buf)
+}
+
+/// A scratch directory private to this process (0700), removed when dropped. It is made in
+/// /dev/shm, else /tmp, never under `$TMPDIR`: files are written there and read back as root, so
+/// its parent must be one no user can rename entries in. Scratch directories of processes that no
+/// longer exist (killed before they could remove theirs) are removed first; the name carries the
+/// process id for that.
+pub fn scratch_dir(prefix: &str) -> io::Result<tempfile::TempDir> {
+    let host = Root::host();
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no scratch directory");
+    for base in crate::paths::SCRATCH_DIRS {
+        match host.open_trusted(base) {
+            Ok(t) if t.md.is_dir() => {}
+            Ok(_) | Err(Distrust::Missing) => continue,
+            Err(e) => {
+                log::info!("not using {base} for scratch files: {e}");
+                continue;
+            }
+        }
+        prune_scratch(&host, Path::new(base), prefix);
+        let name = format!("{prefix}{}.", std::process::id());
+        let private = fs::Permissions::from_mode(0o700);
+        match tempfile::Builder::new().prefix(&name).permissions(private).tempdir_in(base) {
+            Ok(t) => return Ok(t),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Removes `base/PREFIX<pid>.*` directories of ours whose process is gone.
+fn prune_scratch(host: &Root, base: &Path, prefix: &str) {
+    let euid = nix::unistd::geteuid().as_raw();
+    for name in host.list(base).unwrap_or_default() {
+        let name = name.to_string_lossy();
+        let pid = name.strip_prefix(prefix).and_then(|r| r.split('.').next()).and_then(|p| p.parse::<i32>().ok());
+        let Some(pid) = pid.filter(|p| *p > 0) else { continue };
+        let path = base.join(name.as_ref());
+        let ours = host.lstat(&path).is_ok_and(|md| md.is_dir() && md.uid() == euid);
+        if ours && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) == Err(nix::errno::Errno::ESRCH) {
+            let _ = host.remove_dir_all(&path);
+        }
+    }
 }
 
 /// True when the effective user is root.
@@ -465,6 +740,112 @@ mod tests {
         let root = Root::open(t.path()).unwrap();
         let err = root.private_dir("var/lib/dkms-trigger").unwrap_err();
         assert_eq!(crate::exit::exit_code(&err), Code::Unsafe, "{err:#}");
+    }
+
+    #[test]
+    fn the_trust_rule_follows_links_inside_the_root_and_judges_every_directory() {
+        let t = tempfile::tempdir().unwrap();
+        let r = Root::open(t.path()).unwrap();
+        let mk = |rel: &str, mode: u32| {
+            let p = t.path().join(rel);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, rel).unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+            p
+        };
+        mk("usr/lib/os-release", 0o644);
+        symlink("usr/lib", t.path().join("lib")).unwrap();
+        symlink("../lib/os-release", t.path().join("usr/os")).unwrap();
+        let ok = r.open_trusted("usr/os").unwrap();
+        assert_eq!(ok.path, r.path("usr/lib/os-release"), "resolved, symlink-free");
+        assert_eq!(io::read_to_string(ok.file).unwrap(), "usr/lib/os-release", "the file opened is the one checked");
+        // An absolute target and a `..` past the top stay inside the root.
+        symlink("/../../../lib/os-release", t.path().join("abs")).unwrap();
+        assert_eq!(r.open_trusted("abs").unwrap().path, r.path("usr/lib/os-release"));
+        assert!(matches!(r.open_trusted("usr/none"), Err(Distrust::Missing)));
+        assert!(matches!(r.open_trusted("usr/lib/os-release/x"), Err(Distrust::Missing)));
+
+        mk("srv/open/x", 0o644);
+        fs::set_permissions(t.path().join("srv/open"), fs::Permissions::from_mode(0o777)).unwrap();
+        symlink("/srv/open/x", t.path().join("via")).unwrap();
+        let why = |p: &str| match r.open_trusted(p) {
+            Err(Distrust::Refused(why)) => why,
+            other => panic!("{p}: {other:?}"),
+        };
+        assert_eq!(why("via"), "/srv/open is writable by group or others (mode 0777)");
+        mk("srv/file", 0o646);
+        assert_eq!(why("srv/file"), "/srv/file is writable by group or others (mode 0646)");
+        // A sticky world-writable directory is passed; what is in it is judged in turn.
+        mk("tmp/mine", 0o600);
+        fs::set_permissions(t.path().join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(r.open_trusted("tmp/mine").is_ok());
+        symlink("a", t.path().join("loop")).unwrap();
+        symlink("loop", t.path().join("a")).unwrap();
+        assert!(why("loop").contains("too many levels of symbolic links"));
+        let fifo = t.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(why("fifo").contains("is not a regular file or a directory"), "never opened: it could block");
+    }
+
+    #[test]
+    fn private_dirs_others_may_write_to_are_refused_not_repaired() {
+        for (rel, mode, named) in [("var/lib/x", 0o777, "/var/lib/x"), ("var/lib", 0o775, "/var/lib")] {
+            let t = tempfile::tempdir().unwrap();
+            let r = Root::open(t.path()).unwrap();
+            r.private_dir("var/lib/x").unwrap();
+            fs::set_permissions(t.path().join(rel), fs::Permissions::from_mode(mode)).unwrap();
+            let err = r.private_dir("var/lib/x").unwrap_err();
+            assert_eq!(crate::exit::exit_code(&err), Code::Unsafe);
+            let msg = format!("{err:#}");
+            assert!(msg.contains(&format!("{named} is writable by group or others (mode {mode:04o})")), "{msg}");
+            assert_eq!(fs::metadata(t.path().join(rel)).unwrap().permissions().mode() & 0o777, mode, "not repaired");
+        }
+        // Readable by others is only reset.
+        let t = tempfile::tempdir().unwrap();
+        let r = Root::open(t.path()).unwrap();
+        fs::create_dir_all(t.path().join("var/lib/x")).unwrap();
+        fs::set_permissions(t.path().join("var/lib/x"), fs::Permissions::from_mode(0o755)).unwrap();
+        r.private_dir("var/lib/x").unwrap();
+        assert_eq!(fs::metadata(t.path().join("var/lib/x")).unwrap().permissions().mode() & 0o777, 0o700);
+    }
+
+    #[test]
+    fn set_aside_files_are_pruned_to_the_newest_and_stale_temp_files_removed() {
+        let t = tempfile::tempdir().unwrap();
+        let r = Root::open(t.path()).unwrap();
+        for i in 1..=7 {
+            fs::write(t.path().join(format!("spool.toml.corrupt-2026010{i}T000000Z")), "x").unwrap();
+        }
+        fs::write(t.path().join("spool.toml"), "keep").unwrap();
+        fs::write(t.path().join(".state.toml.abc.tmp"), "left by a killed writer").unwrap();
+        fs::write(t.path().join(".spool.toml.def.tmp"), "another writer's").unwrap();
+        assert_eq!(r.prune(t.path(), "spool.toml.corrupt-", KEEP_SET_ASIDE), 2);
+        r.remove_stale_temp_files(t.path(), "state.toml");
+        let mut left: Vec<String> =
+            fs::read_dir(t.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        left.sort();
+        assert_eq!(left[0], ".spool.toml.def.tmp", "only the named writer's temp files go");
+        assert_eq!(left[1], "spool.toml");
+        assert_eq!(left[2], "spool.toml.corrupt-20260103T000000Z", "the two oldest went: {left:?}");
+        assert_eq!(left.len(), 2 + KEEP_SET_ASIDE);
+    }
+
+    #[test]
+    fn scratch_dirs_of_processes_that_are_gone_are_removed() {
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        gone.wait().unwrap();
+        let prefix = "dkms-trigger-unit-scratch.";
+        let base = crate::paths::SCRATCH_DIRS.iter().find(|b| Path::new(b).is_dir()).unwrap();
+        let left = Path::new(base).join(format!("{prefix}{}.leftover", gone.id()));
+        let alive = Path::new(base).join(format!("{prefix}{}.alive", std::process::id()));
+        fs::create_dir_all(left.join("sub")).unwrap();
+        fs::create_dir_all(&alive).unwrap();
+        let fresh = scratch_dir(prefix).unwrap();
+        assert!(!left.exists(), "the dead process's scratch directory was removed");
+        assert!(alive.exists(), "a live process's is kept");
+        assert!(fresh.path().starts_with(base) && fresh.path().is_dir());
+        assert_eq!(fs::metadata(fresh.path()).unwrap().permissions().mode() & 0o777, 0o700);
+        fs::remove_dir_all(&alive).unwrap();
     }
 
     #[test]

@@ -348,6 +348,7 @@ impl Locked {
                 self.root
                     .rename(&path, &aside)
                     .with_context(|| format!("moving unreadable {} aside", path.display()))?;
+                self.root.prune(&self.dir, &format!("{}.{suffix}-", paths::SPOOL_FILE), crate::root::KEEP_SET_ASIDE);
                 self.root.sync_dir(&self.dir)?;
                 ui::warn(format!(
                     "{} was unusable ({why}); moved it to {} and scheduled a full rescan",
@@ -371,15 +372,7 @@ impl Locked {
 
     /// Temp files of writers killed before their rename; safe to remove while we hold the lock.
     fn remove_stale_temp_files(&self) {
-        let prefix = format!(".{}.", paths::SPOOL_FILE);
-        if let Ok(names) = self.root.list(&self.dir) {
-            for name in names {
-                let name = name.to_string_lossy();
-                if name.starts_with(&prefix) && name.ends_with(".tmp") {
-                    let _ = self.root.remove_file(self.dir.join(name.as_ref()));
-                }
-            }
-        }
+        self.root.remove_stale_temp_files(&self.dir, paths::SPOOL_FILE);
     }
 }
 

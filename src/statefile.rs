@@ -21,7 +21,11 @@ pub fn read(root: &Root) -> Result<State> {
 /// `state.toml.corrupt-<time>` with a warning, and reads as empty: the state only caches
 /// results and fingerprints, and dkms's own tree remains the truth.
 pub fn load(lock: &FinalizeLock) -> Result<State> {
-    load_from(lock.root(), Some(lock))
+    let root = lock.root();
+    // Writers of the state hold the finalize lock, so whatever temp file is left now was left by
+    // one that was killed.
+    root.remove_stale_temp_files(root.path(paths::STATE_DIR), paths::STATE_FILE);
+    load_from(root, Some(lock))
 }
 
 fn load_from(root: &Root, lock: Option<&FinalizeLock>) -> Result<State> {
@@ -34,6 +38,9 @@ fn load_from(root: &Root, lock: Option<&FinalizeLock>) -> Result<State> {
             let aside =
                 path.with_file_name(format!("{}.corrupt-{}", paths::STATE_FILE, clock::compact(clock::now_ms())));
             root.rename(&path, &aside).with_context(|| format!("moving unreadable {} aside", path.display()))?;
+            if let Some(dir) = path.parent() {
+                root.prune(dir, &format!("{}.corrupt-", paths::STATE_FILE), crate::root::KEEP_SET_ASIDE);
+            }
             ui::warn(format!(
                 "{} was unusable ({why}); moved it to {}; build results will be re-learned",
                 path.display(),
@@ -73,7 +80,7 @@ mod tests {
         std::fs::write(dir.join(paths::STATE_FILE), "garbage = [").unwrap();
         assert_eq!(read(&root).unwrap(), State::default());
         assert!(dir.join(paths::STATE_FILE).exists(), "read-only load leaves it");
-        let lock = FinalizeLock::take(&root, true).unwrap();
+        let lock = FinalizeLock::take(&root, crate::lock::Waiting::NoWait, "test").unwrap();
         assert_eq!(load(&lock).unwrap(), State::default());
         assert!(!dir.join(paths::STATE_FILE).exists());
         let names: Vec<String> =

@@ -18,7 +18,8 @@ pub enum Cell {
     Deferred,
     /// The last attempt failed.
     Failed,
-    /// Installed, but its inputs changed since (fingerprint drift).
+    /// Installed, but its inputs changed since (fingerprint drift), or the kernel's headers are
+    /// gone (it stays usable with the kernel, and cannot be rebuilt until they return).
     Stale,
     Installed,
     /// Built, not installed.
@@ -167,6 +168,10 @@ fn pair(inv: &Inventory, state: &State, pending: &Plan, name: &str, versions: &[
         if m.source.is_none() {
             p.cell = Cell::Obsolete;
             p.detail = Some("installed, but its source is gone".into());
+        } else if inv.kernels.get(k).is_some_and(|kk| kk.headers.is_none()) {
+            p.cell = Cell::Stale;
+            p.detail =
+                Some("the kernel's headers were removed: it stays installed, and is rebuilt once they return".into());
         } else if let (Some(cur), Some(stored)) = (
             inv.pair_print(m, k),
             state.get(name, v, k, arch).filter(|s| s.result == Outcome::Installed).and_then(|s| s.fingerprint.as_ref()),
@@ -348,5 +353,50 @@ fn display_name(r: &Row) -> String {
         format!("{}/{}", r.module, r.versions[0])
     } else {
         r.module.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::{Build, Kernel, Module};
+
+    #[test]
+    fn installed_modules_of_a_kernel_whose_headers_went_are_stale() {
+        let k = "6.1.0-1-amd64";
+        let mut inv = Inventory::default();
+        inv.kernels.insert(
+            k.into(),
+            Kernel {
+                version: k.into(),
+                modules_dir: format!("lib/modules/{k}"),
+                headers: None,
+                image: true,
+                arch: "x86_64".into(),
+                initramfs: None,
+                print: Default::default(),
+            },
+        );
+        inv.modules.insert(
+            ("hello".into(), "1.0".into()),
+            Module {
+                name: "hello".into(),
+                version: "1.0".into(),
+                source: Some("usr/src/hello-1.0".into()),
+                registered: true,
+                broken: None,
+                builds: [((k.to_string(), "x86_64".to_string()), Build { installed: true, built_ms: 1 })].into(),
+                weak: Default::default(),
+                conf: None,
+                prints: Default::default(),
+                source_bytes: 0,
+                source_digest: None,
+            },
+        );
+        let t = table(&inv, &State::default(), &Plan::default());
+        let p = &t.rows[0].pairs[0];
+        assert_eq!((p.cell, p.version.as_deref()), (Cell::Stale, Some("1.0")));
+        assert!(p.detail.as_deref().unwrap_or("").contains("headers were removed"), "{p:?}");
+        assert!(t.to_string().contains("stale hello/1.0 on 6.1.0-1-amd64: the kernel's headers were removed"), "{t}");
     }
 }

@@ -45,13 +45,20 @@ pub fn update(tool: Tool, kernel: &str) -> Cmd {
     }
 }
 
-/// The file list of `image` (a host path), written to `listing`; Err says why it is unknown.
+/// The longest a listing may take, whatever the job's time limit: it reads one image.
+pub const LISTING_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The file list of `image` (a host path), written to `listing`, within `timeout` (at most
+/// `LISTING_TIMEOUT`); Err says why it is unknown, a listing longer than a log keeps included.
 pub fn list(tool: Tool, image: &Path, listing: &Log, timeout: Duration) -> Result<String, String> {
     let lister = match tool {
         Tool::UpdateInitramfs => "lsinitramfs",
         Tool::Dracut => "lsinitrd",
     };
-    match Cmd::new(lister).arg(image).timeout(timeout).run(listing) {
+    match Cmd::new(lister).arg(image).timeout(timeout.min(LISTING_TIMEOUT)).run(listing) {
+        Ok(r) if r.ok() && r.output_cut => {
+            Err(format!("the listing of {} is longer than a log keeps", image.display()))
+        }
         Ok(r) if r.ok() => Ok(r.output()),
         Ok(r) => Err(r.explain()),
         Err(e) => Err(format!("{e:#}")),

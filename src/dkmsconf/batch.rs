@@ -1,4 +1,4 @@
-//! Runs the evaluator program (eval.sh) once: clean environment, its own process group, input on
+//! Runs the evaluator program (eval.sh) once: the runner's clean environment, its own process group, input on
 //! stdin, NUL-terminated records read from its fd 3 with a deadline that restarts at each record.
 //!
 //! Input, NUL-terminated strings: the dkms_conf_variables list, the CR-strip flag ("1" or ""),
@@ -62,14 +62,7 @@ pub(super) fn run(input: &[u8], timeout: Duration, on_record: &mut dyn FnMut(Rec
     };
     // Its own group (spawn_piped), so that a timeout kills whatever the conf started too.
     let child = stderr.try_clone().and_then(|err| {
-        Cmd::new("bash")
-            .arg("-c")
-            .arg(PROGRAM)
-            .arg("dkms")
-            .env_clear()
-            .env("PATH", PATH)
-            .env("LC_ALL", "C")
-            .spawn_piped(err)
+        Cmd::new("bash").arg("-c").arg(PROGRAM).arg("dkms").env("PATH", PATH).env("LC_ALL", "C").spawn_piped(err)
     });
     let mut child = match child {
         Ok(c) => c,
@@ -83,10 +76,18 @@ pub(super) fn run(input: &[u8], timeout: Duration, on_record: &mut dyn FnMut(Rec
         // A write error only means bash is gone; its records (or their absence) tell the rest.
         s.spawn(move || drop(stdin.write_all(input)));
         s.spawn(move || read_records(stdout, tx));
+        // Waits in short slices so that a finalize's stop signal ends the evaluation at once (its
+        // results are not used then, so it ends as a timeout would).
+        let mut since = std::time::Instant::now();
         let end = loop {
-            match rx.recv_timeout(timeout) {
-                Ok(record) => on_record(record),
-                Err(RecvTimeoutError::Timeout) => break End::TimedOut,
+            match rx.recv_timeout(timeout.saturating_sub(since.elapsed()).min(Duration::from_millis(100))) {
+                Ok(record) => {
+                    on_record(record);
+                    since = std::time::Instant::now();
+                }
+                Err(RecvTimeoutError::Timeout) if since.elapsed() >= timeout => break End::TimedOut,
+                Err(RecvTimeoutError::Timeout) if crate::runner::stop_signal().is_some() => break End::TimedOut,
+                Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break End::Eof,
             }
         };

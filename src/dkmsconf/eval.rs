@@ -45,9 +45,9 @@ use std::time::Duration;
 ///   since 3.0.10 refuses to install such a module anyway), BUILD_EXCLUSIVE_CONFIG against the
 ///   kernel's `kernel_config` (see `Shared::config_exclusion`); reasons joined with "; ".
 ///
-/// The environment is empty but for PATH and LC_ALL=C (so `=~` and `<` compare bytes, where dkms
-/// would use the caller's locale), stdin is /dev/null, the working directory `/`. A module is
-/// evaluated once for every kernel when its base files (dkms.conf, M.conf, M-V.conf) provably
+/// The environment is the runner's: PATH, LC_ALL=C (so `=~` and `<` compare bytes, where dkms
+/// would use the caller's locale) and `pass_environment`; stdin is /dev/null, the working
+/// directory `/`. A module is evaluated once for every kernel when its base files (dkms.conf, M.conf, M-V.conf) provably
 /// cannot see the kernel (see `scan`); kernels with M-V-K*.conf files then source just those on
 /// top. Otherwise one bash evaluates every kernel in turn. Bash processes take several modules
 /// each, up to `parallel` at a time. When one evaluation (a module, or a module for one kernel)
@@ -63,9 +63,9 @@ pub fn evaluate(requests: &[Request], opts: &Options) -> Vec<Result<Evaluated, S
     let mut kernels = Vec::new();
     let plans: Vec<Result<Recipe, String>> =
         requests.iter().map(|r| recipe(r, &running, &overrides, dialect, &mut kernels)).collect();
-    // safe_source rewrites a temporary file per file sourced: tmpfs when there is one.
-    let scratch = tempfile::Builder::new().prefix("dkms-trigger-conf.").tempdir_in("/dev/shm");
-    let tmp = match scratch.or_else(|_| tempfile::Builder::new().prefix("dkms-trigger-conf.").tempdir()) {
+    // safe_source rewrites a temporary file per file sourced, then sources it: a private
+    // directory on tmpfs when there is one, never under a $TMPDIR the caller chose.
+    let tmp = match crate::root::scratch_dir("dkms-trigger-conf.") {
         Ok(t) => t,
         Err(e) => return requests.iter().map(|_| Err(format!("cannot create a temporary directory: {e}"))).collect(),
     };
@@ -410,13 +410,7 @@ impl Shared<'_> {
         if self.dialect.config_ere {
             grep = grep.arg("-E");
         }
-        grep.arg("-e")
-            .arg(format!("^{name}=[ym]"))
-            .arg(path)
-            .env_clear()
-            .env("PATH", batch::PATH)
-            .env("LC_ALL", "C")
-            .succeeds()
+        grep.arg("-e").arg(format!("^{name}=[ym]")).arg(path).env("PATH", batch::PATH).env("LC_ALL", "C").succeeds()
     }
 
     /// After a run, whatever it left unfinished is failed or queued again: a hung or crashing

@@ -887,7 +887,7 @@ fn late_syntax_error_module_is_built_and_exit_module_is_broken() {
         Intent::ModuleChanged { module: "exits".into(), version: "1.0".into() },
     ];
     let config = crate::config::Config::default();
-    let p = crate::pipeline::prepare(&root, &config, intents, Default::default(), false).unwrap();
+    let p = crate::pipeline::prepare(&root, &config, intents, Default::default(), false, true).unwrap();
     assert_eq!(p.inventory.dkms_version.as_deref(), Some("3.0.10"));
     let late = &p.inventory.modules[&("late".to_string(), "1.0".to_string())];
     assert_eq!(late.broken, None);

@@ -47,6 +47,12 @@ pub(super) fn run(ctx: &Context, j: &Job, make_jobs: u32) -> JobDone {
         done.detail = Some(format!("{e:#}"));
         done.transient = true;
     }
+    // A stop signal ends the job's commands: it did not fail, it was interrupted, and the next
+    // finalize rebuilds it (an in-progress pair is rebuilt whatever the intents say).
+    if let (Some(sig), false) = (crate::runner::stop_signal(), done.outcome == Outcome::Installed) {
+        done.outcome = Outcome::InProgress;
+        done.detail = Some(format!("interrupted by {sig}; the next finalize rebuilds it"));
+    }
     done.duration = started.elapsed();
     done
 }
@@ -135,10 +141,11 @@ fn settle(ctx: &Context, done: &mut JobDone, log: &Log, step: Step, what: &str) 
         }
         Step::DependencyMissing(why) => failed(done, format!("BUILD_DEPENDS not installed: {why}")),
         Step::BuildFailed { reason, make_log } => {
-            // dkms's make.log is overwritten by the next build of the module: keep a copy.
+            // dkms's make.log is overwritten by the next build of the module: keep a copy (its
+            // end, where the error is: a log is bounded, runner::LOG_LIMIT).
             let mut disk_full = false;
             if let Some(ml) = &make_log {
-                if let Ok(text) = ctx.root().read(ml) {
+                if let Ok(text) = ctx.root().read_tail(ml, crate::runner::LOG_TAIL as u64) {
                     disk_full = String::from_utf8_lossy(&text).contains(DISK_FULL);
                     log.note(&format!("# --- {} ---", ml.display()));
                     log.append(&text);

@@ -13,6 +13,7 @@ use crate::inventory::Inventory;
 use crate::lock::FinalizeLock;
 use crate::plan::{Job, Plan};
 use crate::root::Root;
+use crate::runner;
 use crate::scheduler::{Limits, Next, Scheduler, Unit};
 use crate::state::{Outcome, State};
 use anyhow::Result;
@@ -106,10 +107,36 @@ pub fn execute(ctx: &Context, plan: &Plan, state: &mut State) -> Result<Summary>
 
     std::thread::scope(|scope| -> Result<()> {
         let (tx, rx) = mpsc::channel::<Done>();
+        // Jobs and post-steps started and not reported yet.
+        let mut running = 0usize;
+        let receive = |scheduler: &mut Scheduler, sink: &mut sink::Sink, running: &mut usize| -> Result<()> {
+            *running -= 1;
+            match rx.recv().expect("workers report") {
+                Done::Job(i, done) => {
+                    scheduler.finished(i, done.outcome == Outcome::Installed);
+                    sink.finished(i, done)
+                }
+                Done::Post(kernel, done) => {
+                    scheduler.post_finished(&kernel);
+                    sink.post_finished(&kernel, done);
+                    Ok(())
+                }
+            }
+        };
         loop {
+            // Stopped: nothing new starts; the running jobs (their commands stopped by the
+            // runner) report, and are recorded as interrupted.
+            if runner::stop_signal().is_some() {
+                if running == 0 {
+                    return sink.stopped();
+                }
+                receive(&mut scheduler, &mut sink, &mut running)?;
+                continue;
+            }
             match scheduler.decide() {
                 Next::Start { job: i, make_jobs } => {
                     sink.started(i)?;
+                    running += 1;
                     let tx = tx.clone();
                     scope.spawn(move || {
                         let _ = tx.send(Done::Job(i, job::run(ctx, &plan.jobs[i], make_jobs)));
@@ -120,6 +147,7 @@ pub fn execute(ctx: &Context, plan: &Plan, state: &mut State) -> Result<Summary>
                     Some(initramfs) => {
                         let changed: Vec<&Job> =
                             plan.jobs.iter().filter(|j| j.kernel == kernel && j.action.builds()).collect();
+                        running += 1;
                         let tx = tx.clone();
                         scope.spawn(move || {
                             let done = post::run(ctx, &kernel, initramfs, &changed);
@@ -128,16 +156,7 @@ pub fn execute(ctx: &Context, plan: &Plan, state: &mut State) -> Result<Summary>
                     }
                     None => scheduler.post_finished(&kernel),
                 },
-                Next::Wait => match rx.recv().expect("workers report") {
-                    Done::Job(i, done) => {
-                        scheduler.finished(i, done.outcome == Outcome::Installed);
-                        sink.finished(i, done)?;
-                    }
-                    Done::Post(kernel, done) => {
-                        scheduler.post_finished(&kernel);
-                        sink.post_finished(&kernel, done);
-                    }
-                },
+                Next::Wait => receive(&mut scheduler, &mut sink, &mut running)?,
                 Next::Done => return Ok(()),
                 // The planner orders jobs so that this cannot happen.
                 Next::Stuck => anyhow::bail!("internal error: jobs left that can never start"),

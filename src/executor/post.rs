@@ -98,7 +98,7 @@ mod tests {
     fn a_failed_initramfs_listing_keeps_the_depmod_output_in_the_post_log() {
         let t = tempfile::tempdir().unwrap();
         let root = Root::open(t.path()).unwrap();
-        let lock = FinalizeLock::take(&root, true).unwrap();
+        let lock = FinalizeLock::take(&root, crate::lock::Waiting::NoWait, "test").unwrap();
         let run = RunLog { id: "r".into(), dir: root.private_dir("var/log/dkms-trigger").unwrap() };
         let k = "6.1.0-1-amd64";
         let mut inventory = Inventory::default();

@@ -50,6 +50,8 @@ pub(super) struct Sink<'a> {
     changed: BTreeMap<String, bool>,
     /// Jobs that succeeded, per kernel.
     succeeded: BTreeMap<String, usize>,
+    /// Kernels whose depmod ran.
+    depmod_done: BTreeMap<String, bool>,
 }
 
 impl<'a> Sink<'a> {
@@ -64,6 +66,7 @@ impl<'a> Sink<'a> {
             total,
             changed: BTreeMap::new(),
             succeeded: BTreeMap::new(),
+            depmod_done: BTreeMap::new(),
         }
     }
 
@@ -177,6 +180,7 @@ impl<'a> Sink<'a> {
     pub(super) fn post_finished(&mut self, k: &str, done: PostDone) {
         if done.depmod {
             self.sum.depmod.push(k.to_string());
+            self.depmod_done.insert(k.to_string(), true);
         }
         if done.initramfs {
             self.sum.initramfs.push(k.to_string());
@@ -185,6 +189,23 @@ impl<'a> Sink<'a> {
             self.sum.warnings += 1;
             ui::warn(format!("after building for {k}: {d}"));
         }
+    }
+
+    /// A stop signal ended the run: on a kernel whose modules changed but whose depmod did not
+    /// run, the jobs installed in this run are recorded as interrupted too, so that the next
+    /// finalize redoes them, and with them the depmod (it runs only where something changed).
+    pub(super) fn stopped(&mut self) -> Result<()> {
+        let undone: Vec<&String> =
+            self.changed.keys().filter(|k| !self.depmod_done.get(*k).copied().unwrap_or(false)).collect();
+        for j in self.plan.jobs.iter().filter(|j| undone.contains(&&j.kernel)) {
+            if let Some(p) = self.state.pairs.get_mut(&j.key()) {
+                if p.result == Outcome::Installed && p.run.as_deref() == Some(self.ctx.run.id.as_str()) {
+                    p.result = Outcome::InProgress;
+                    p.reason = Some("installed, but interrupted before depmod; the next finalize redoes it".into());
+                }
+            }
+        }
+        self.store()
     }
 
     pub(super) fn summary(mut self) -> Summary {
@@ -198,6 +219,8 @@ impl<'a> Sink<'a> {
         let report = announce(self.ctx, j, report, counter.map(|i| (i, self.total)), previous);
         let fingerprint = match report.outcome {
             Outcome::Installed | Outcome::Failed => j.print.clone(),
+            // Interrupted: what was last built stays known, as when the job started.
+            Outcome::InProgress => self.state.pairs.get(&j.key()).and_then(|p| p.fingerprint.clone()),
             _ => None,
         };
         self.state.set(
@@ -258,7 +281,7 @@ fn announce(
                 }
             }
         }
-        Outcome::InProgress => {}
+        Outcome::InProgress => ui::info(format!("{what} ... interrupted{secs}")),
     }
     r
 }

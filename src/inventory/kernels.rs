@@ -10,7 +10,7 @@ use crate::paths::{BOOT_DIR, MODULE_DIRS};
 use crate::root::{MetadataExt, Root};
 use crate::validate::{check, shown, What};
 use anyhow::Context;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 /// The few kernel config values the scan uses (arch, compiler), read from the headers' .config.
@@ -149,7 +149,11 @@ pub(crate) fn scan(
             }
         }
     }
-    Ok(dirs.into_iter().map(|(k, dir)| (k.clone(), kernel(root, &k, &dir.path, machine, cache, notes))).collect())
+    let mut trees = HashMap::new();
+    Ok(dirs
+        .into_iter()
+        .map(|(k, dir)| (k.clone(), kernel(root, &k, &dir.path, machine, cache, &mut trees, notes)))
+        .collect())
 }
 
 fn looks_real(root: &Root, dir: &Path, k: &str) -> bool {
@@ -164,6 +168,12 @@ fn is_file(root: &Root, host: &Path) -> bool {
     resolve_host(root, host).is_ok_and(|p| root.is_file(p))
 }
 
+/// Whether kernel `k` has an image installed (in any of the modules trees, or in boot/): a
+/// headers package going away while it stays leaves its DKMS builds alone.
+pub(crate) fn has_image(root: &Root, k: &str) -> bool {
+    crate::paths::MODULE_DIRS.iter().any(|d| image(root, &root.path(d).join(k), k))
+}
+
 fn image(root: &Root, dir: &Path, k: &str) -> bool {
     let boot = root.path(BOOT_DIR);
     [boot.join(format!("vmlinuz-{k}")), boot.join(format!("vmlinux-{k}")), dir.join("vmlinuz"), dir.join("vmlinux")]
@@ -171,11 +181,26 @@ fn image(root: &Root, dir: &Path, k: &str) -> bool {
         .any(|p| is_file(root, p))
 }
 
-fn kernel(root: &Root, k: &str, dir: &Path, machine: &str, cache: &mut KernelCache, notes: &mut Vec<String>) -> Kernel {
+/// `trees`: the trust rule's verdict on the program trees of headers (shared between kernels).
+fn kernel(
+    root: &Root,
+    k: &str,
+    dir: &Path,
+    machine: &str,
+    cache: &mut KernelCache,
+    trees: &mut HashMap<PathBuf, Option<String>>,
+    notes: &mut Vec<String>,
+) -> Kernel {
     let modules_dir = relative(root, dir);
     let build = dir.join("build");
     let headers = match resolve_host(root, &build) {
-        Ok(h) if root.is_file(h.join("Makefile")) => Some(h),
+        Ok(h) if root.is_file(h.join("Makefile")) => match super::trust::headers(root, &build, trees) {
+            None => Some(h),
+            Some(why) => {
+                notes.push(format!("kernel {k}: headers not used, root may not trust them: {why}"));
+                None
+            }
+        },
         Ok(h) => {
             notes.push(format!("kernel {k}: {} has no Makefile: no usable headers", relative(root, &h)));
             None

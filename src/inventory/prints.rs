@@ -128,7 +128,7 @@ pub(crate) fn kernel_side(root: &Root, headers: &Path, config: &KConfig, cache: 
 
 /// Absolute, variable-free `include` lines of a Makefile: Debian's build directory Makefile is one
 /// line including the `-common` tree's.
-fn makefile_includes(root: &Root, makefile: &Path) -> Vec<String> {
+pub(crate) fn makefile_includes(root: &Root, makefile: &Path) -> Vec<String> {
     let Ok(text) = root.read_to_string(makefile) else { return Vec::new() };
     text.lines()
         .filter_map(|l| l.strip_prefix("include ").or_else(|| l.strip_prefix("-include ")))

@@ -1,11 +1,11 @@
 //! Module sources: usr/src/M-V directories holding a dkms.conf, and whether a source tree can be
-//! trusted to be built (and its dkms.conf run) as root.
+//! trusted to be built (and its dkms.conf run) as root (the rule itself is in `trust`).
 
-use super::resolve::{relative, resolve, resolve_host};
+use super::resolve::{resolve, resolve_host};
 use super::sorted_names;
 use crate::fingerprint::Entry;
 use crate::paths::SOURCE_TREE;
-use crate::root::{Metadata, MetadataExt, Root};
+use crate::root::Root;
 use crate::validate::{literal_assignment, shown, split_source_dir};
 use anyhow::Context;
 use std::collections::HashSet;
@@ -54,51 +54,11 @@ pub(crate) fn scan(
     Ok(out)
 }
 
-/// Why the source tree at `dir` (resolved host path, walked into `entries`) must not be built as
-/// root, if so: an entry, a symlink's target outside the tree, or a directory above it inside the
-/// root that is owned by another user or writable by group or others (a directory with the sticky
-/// bit may be world-writable, like /tmp). The scanning user counts as trusted besides root: a user
-/// cannot escalate through their own files, and a non-root scan only reports.
-pub(crate) fn distrust(root: &Root, dir: &Path, entries: &[Entry]) -> Option<String> {
-    let euid = nix::unistd::geteuid().as_raw();
-    let complaint = |p: &Path, md: &Metadata| problem(md, euid).map(|why| format!("{} {why}", inside(root, p)));
-    for above in dir.ancestors().skip(1).take_while(|a| a.starts_with(root.dir()) && *a != root.dir()) {
-        if let Some(why) = root.lstat(above).ok().and_then(|md| complaint(above, &md)) {
-            return Some(why);
-        }
-    }
-    for e in entries {
-        let path = dir.join(&e.rel);
-        let why = if e.link.is_some() {
-            // The link itself is protected by its directory; what it leads to may not be.
-            match resolve_host(root, &path) {
-                Ok(target) if !target.starts_with(dir) => {
-                    root.stat(&target).ok().and_then(|md| complaint(&target, &md))
-                }
-                _ => None,
-            }
-        } else {
-            complaint(&path, &e.md)
-        };
-        if why.is_some() {
-            return why;
-        }
-    }
-    None
-}
-
-fn problem(md: &Metadata, euid: u32) -> Option<String> {
-    let uid = md.uid();
-    if uid != 0 && uid != euid {
-        return Some(format!("is owned by uid {uid}, not root"));
-    }
-    let mode = md.mode() & 0o7777;
-    if mode & 0o022 != 0 && !(md.is_dir() && mode & 0o1000 != 0) {
-        return Some(format!("is writable by group or others (mode {mode:04o})"));
-    }
-    None
-}
-
-fn inside(root: &Root, p: &Path) -> String {
-    format!("/{}", relative(root, p))
+/// Why the source tree dkms knows as `named` (inside the root: `usr/src/M-V` for a source it has
+/// not registered, `var/lib/dkms/M/V/source` for one it has), resolved to `dir` and walked into
+/// `entries`, must not be built (and its dkms.conf run) as root, if so: the trust rule
+/// (`trust::tree`) on every directory from the root to the tree, every entry, and what its
+/// symlinks lead to.
+pub(crate) fn distrust(root: &Root, named: &Path, dir: &Path, entries: &[Entry]) -> Option<String> {
+    super::trust::tree(root, named, dir, entries)
 }

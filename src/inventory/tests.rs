@@ -410,9 +410,103 @@ fn untrusted_sources_are_refused_and_not_evaluated() {
 }
 
 #[test]
+fn a_linked_directory_is_judged_by_its_path_and_its_contents() {
+    let f = Fake::new();
+    f.source("lnk", "1.0");
+    f.file("srv/lib/common.h", "#define X 1\n");
+    f.link("usr/src/lnk-1.0/include", "/srv/lib");
+    assert_eq!(f.scan().modules[&key("lnk", "1.0")].broken, None, "a root-owned linked directory is fine");
+    // Its contents count, not just the directory the link names...
+    fs::set_permissions(f.p("srv/lib/common.h"), fs::Permissions::from_mode(0o666)).unwrap();
+    let why = f.scan().modules[&key("lnk", "1.0")].broken.clone().unwrap_or_default();
+    assert!(why.contains("/srv/lib/common.h is writable by group or others (mode 0666)"), "{why}");
+    // ...and so does every directory on the way to it.
+    fs::set_permissions(f.p("srv/lib/common.h"), fs::Permissions::from_mode(0o644)).unwrap();
+    fs::set_permissions(f.p("srv"), fs::Permissions::from_mode(0o777)).unwrap();
+    let why = f.scan().modules[&key("lnk", "1.0")].broken.clone().unwrap_or_default();
+    assert!(why.contains("/srv is writable by group or others (mode 0777)"), "{why}");
+    // A dkms.conf that is a link: the directory it lies in counts.
+    let g = Fake::new();
+    g.file("usr/src/cl-1.0/cl.c", "int x;\n");
+    g.file("opt/confs/cl.conf", "PACKAGE_NAME=\"cl\"\nPACKAGE_VERSION=\"1.0\"\n");
+    g.link("usr/src/cl-1.0/dkms.conf", "/opt/confs/cl.conf");
+    assert_eq!(g.scan().modules[&key("cl", "1.0")].broken, None);
+    fs::set_permissions(g.p("opt/confs"), fs::Permissions::from_mode(0o775)).unwrap();
+    let why = g.scan().modules[&key("cl", "1.0")].broken.clone().unwrap_or_default();
+    assert!(why.contains("/opt/confs is writable by group or others (mode 0775)"), "{why}");
+}
+
+#[test]
+fn untrusted_etc_dkms_files_refuse_their_module_or_all() {
+    let evaluated = RefCell::new(Vec::new());
+    let record = |r: &[Request], o: &Options| {
+        evaluated.borrow_mut().extend(r.iter().map(|r| r.module.clone()));
+        fake_evaluate(r, o)
+    };
+    let f = Fake::new();
+    f.source("foo", "1.0");
+    f.source("bar", "1.0");
+    f.file("etc/dkms/foo-1.0.conf", "MAKE=x\n");
+    f.file("etc/dkms/README", "not sourced\n");
+    fs::set_permissions(f.p("etc/dkms/foo-1.0.conf"), fs::Permissions::from_mode(0o666)).unwrap();
+    fs::set_permissions(f.p("etc/dkms/README"), fs::Permissions::from_mode(0o666)).unwrap();
+    let inv = scan_with(&f.root, &Config::default(), &record).unwrap();
+    let why = inv.modules[&key("foo", "1.0")].broken.clone().unwrap_or_default();
+    assert!(why.contains("untrusted /etc/dkms file: /etc/dkms/foo-1.0.conf is writable"), "{why}");
+    assert_eq!(inv.modules[&key("bar", "1.0")].broken, None, "another module's files do not count");
+    assert_eq!(*evaluated.borrow(), vec!["bar".to_string()], "foo's dkms.conf and overrides never ran");
+    // allow_untrusted_sources is for module sources only.
+    let allow = Config { allow_untrusted_sources: true, ..Config::default() };
+    assert!(f.scan_config(&allow).modules[&key("foo", "1.0")].broken.is_some());
+    // framework.conf is sourced for every module.
+    f.file("etc/dkms/framework.conf", "sign_file=/x\n");
+    fs::set_permissions(f.p("etc/dkms/framework.conf"), fs::Permissions::from_mode(0o664)).unwrap();
+    assert!(f.scan().modules.values().all(|m| m.broken.as_deref().is_some_and(|b| b.contains("framework.conf"))));
+}
+
+#[test]
+fn headers_others_may_write_to_are_not_built_against() {
+    for spoil in [&format!("usr/src/linux-headers-{K1}"), "usr/lib/linux-kbuild-6.1/scripts/mod/modpost"] {
+        let f = Fake::new();
+        f.toolchain();
+        f.kernel(K1, X86);
+        f.kernel(K2, X86);
+        fs::set_permissions(f.p(spoil), fs::Permissions::from_mode(0o777)).unwrap();
+        let inv = f.scan();
+        let both = spoil.contains("kbuild");
+        assert_eq!(inv.kernels[K1].headers, None, "{spoil}");
+        assert_eq!(inv.kernels[K2].headers.is_none(), both, "{spoil}: K2 shares only the kbuild tree");
+        let note = note_with(&inv, &format!("kernel {K1}: headers not used, root may not trust them"));
+        assert!(
+            note.is_some_and(|n| n.contains(&format!("/{spoil} is writable by group or others"))),
+            "{:?}",
+            inv.notes
+        );
+    }
+}
+
+#[test]
+fn an_os_release_others_may_write_to_is_not_sourced() {
+    let seen = RefCell::new(None);
+    let record = |r: &[Request], o: &Options| {
+        *seen.borrow_mut() = Some(o.os_release.clone());
+        fake_evaluate(r, o)
+    };
+    let f = Fake::new();
+    f.source("foo", "1.0");
+    f.file("usr/lib/os-release", "ID=debian\n");
+    f.link("etc/os-release", "../usr/lib/os-release");
+    scan_with(&f.root, &Config::default(), &record).unwrap();
+    assert_eq!(*seen.borrow(), Some(Some(f.p("usr/lib/os-release"))), "the resolved, checked file");
+    fs::set_permissions(f.p("usr/lib/os-release"), fs::Permissions::from_mode(0o646)).unwrap();
+    let inv = scan_with(&f.root, &Config::default(), &record).unwrap();
+    assert_eq!(*seen.borrow(), Some(None));
+    assert!(note_with(&inv, "/usr/lib/os-release is writable by group or others (mode 0646): not sourced").is_some());
+}
+
+#[test]
 fn sources_owned_by_another_user_are_refused() {
-    // Needs root to chown the test files; not a silent skip (`make check` runs as root).
-    assert!(crate::root::is_root_user(), "needs root to chown test files to another user: run the tests as root");
+    assert!(crate::root::is_root_user(), "this test chowns files: run the unit tests as root (CI does)");
     let f = Fake::new();
     f.source("foo", "1.0");
     let conf = f.p("usr/src/foo-1.0/dkms.conf");
