@@ -168,47 +168,46 @@ fn remove_paths<'a>(root: &Root, paths: impl Iterator<Item = &'a str>, load: Loa
         return Ok(());
     }
     let config = load()?;
-    let mut first: Option<anyhow::Error> = None;
-    let mut failed = 0;
-    for (m, v) in &touched.modules {
-        if let Err(e) = removal::remove_module(root, &config, m, v) {
-            if note_failure(&mut first, &mut failed, format!("removing {m}/{v}"), e) {
+    let mut failures: Vec<anyhow::Error> = Vec::new();
+    let modules = touched.modules.iter().map(|(m, v)| {
+        (
+            format!("removing {m}/{v}"),
+            Box::new(move |c: &Config| removal::remove_module(root, c, m, v).map(drop)) as Removal,
+        )
+    });
+    let kernels = kernels.iter().map(|k| {
+        (
+            format!("removing the DKMS builds of {k}"),
+            Box::new(move |c: &Config| removal::remove_kernel(root, c, k).map(drop)) as Removal,
+        )
+    });
+    for (what, remove) in modules.chain(kernels) {
+        if let Err(e) = remove(&config) {
+            let stop = is_stop(&e);
+            failures.push(e.context(what));
+            if stop {
                 break;
             }
         }
     }
-    for k in &kernels {
-        if first.as_ref().is_some_and(is_stop) {
-            break;
-        }
-        if let Err(e) = removal::remove_kernel(root, &config, k) {
-            if note_failure(&mut first, &mut failed, format!("removing the DKMS builds of {k}"), e) {
-                break;
+    match failures.len() {
+        0 => Ok(()),
+        1 => Err(failures.remove(0)),
+        n => {
+            for e in &failures {
+                eprintln!("dkms-trigger: error: {e:#}");
             }
+            let code = exit_code(&failures[0]);
+            Err(crate::exit::Failure::err(code, format!("{n} removals failed (each shown above)")))
         }
-    }
-    match first {
-        None => Ok(()),
-        Some(e) if failed == 1 => Err(e),
-        Some(e) => Err(e.context(format!("{failed} removals failed (each shown above); the first"))),
     }
 }
 
-/// Keeps the first failure (as `what: error`), reports the later ones at once. True when it was a
-/// stop signal, after which nothing else is tried.
-fn note_failure(first: &mut Option<anyhow::Error>, failed: &mut usize, what: String, e: anyhow::Error) -> bool {
-    *failed += 1;
-    let stop = is_stop(&e);
-    let e = e.context(what);
-    match first {
-        None => *first = Some(e),
-        Some(_) => eprintln!("dkms-trigger: error: {e:#}"),
-    }
-    stop
-}
+/// One removal `remove_paths` runs.
+type Removal<'a> = Box<dyn Fn(&Config) -> Result<()> + 'a>;
 
 fn is_stop(e: &anyhow::Error) -> bool {
-    crate::exit::exit_code(e) == Code::Interrupted
+    exit_code(e) == Code::Interrupted
 }
 
 fn refused(touched: &targets::Touched) {

@@ -795,6 +795,164 @@ fn s2_kbuild_upgrade_by_plain_dpkg_rebuilds_every_kernel_using_it_and_nothing_el
     assert_changed_exactly(&before, &stage.ko_times(), &changed);
 }
 
+both!(a_failed_rebuild_keeps_the_last_good_build_and_what_can_succeed_is_retried);
+/// Issue 12, (a) (b) (c) (f): keeper, installed and working on both kernels, stops compiling while
+/// /etc/keeper-broken exists. (a) A real toolchain upgrade (the package holding gcc's files under
+/// /usr/lib/gcc, repackaged with a changed file) rebuilds every module on every kernel: keeper's
+/// rebuild fails, apt exits 0 with a warning, and keeper stays loadable on both kernels. (b) The
+/// same through `dpkg-reconfigure linux-headers-K2`. Once the cause is gone, `finalize
+/// --retry-failed` (empty spool) rebuilds it on both. (c) A finalize killed between moving the old
+/// build aside and moving the new one in: the next finalize leaves it installed. (f) A rebuild that
+/// hangs past job_timeout is not held against keeper: a plain finalize retries it.
+fn a_failed_rebuild_keeps_the_last_good_build_and_what_can_succeed_is_retried(rel: Rel) {
+    let e = env(rel);
+    let stage = Stage::child(&s1(rel).stage, "keep-last-good");
+    stage
+        .sh("$T/mkmodule.sh keeper 1.0 --fail-while /etc/keeper-broken --hang-while /etc/keeper-hangs >/dev/null
+             apt-get install -y /root/debs/keeper-dkms_1.0-1_all.deb")
+        .ok("installing keeper");
+    let loadable = |when: &str| -> String {
+        let mut shown = String::new();
+        for k in [&e.k1, &e.k2] {
+            let o = stage.sh(&format!("modinfo -k {k} -F vermagic keeper; modinfo -k {k} -n keeper"));
+            assert!(
+                o.code == 0 && o.stdout.starts_with(&format!("{k} ")),
+                "{when}: keeper loadable on {k}: {}",
+                o.show()
+            );
+            let st = stage.dkms_status();
+            assert_eq!(st.get(&format!("keeper/1.0 {k}")).map(String::as_str), Some("installed"), "{when}: {st:?}");
+            shown.push_str(&format!("$ modinfo -k {k} -F vermagic keeper; modinfo -k {k} -n keeper\n{}", o.stdout));
+        }
+        shown
+    };
+    loadable("after its install");
+
+    // (a) the toolchain upgrade, keeper broken: the package of the compiler binary itself (gcc-12;
+    // Debian 13: gcc-14-x86-64-linux-gnu), whose files under /usr/lib/gcc or /usr/libexec/gcc
+    // fire dkms-trigger's dpkg trigger, and whose replaced binary changes the compiler part of
+    // every fingerprint.
+    let gcc = stage
+        .sh("gcc=$(readlink -f \"$(command -v gcc)\"); pkg=$(dpkg -S \"$gcc\" | cut -d: -f1)
+             v=$(dpkg-query -W -f='${Version}' $pkg)
+             spec=$(dpkg -L $pkg | grep -E '^/usr/(lib|libexec)/gcc/.*[.]spec$' | head -n 1)
+             cd /root && apt-get download -q $pkg >/dev/null
+             $T/repack.sh /root/${pkg}_*.deb \"$v+dkmstest1\" ${spec:+--append \"${spec#/}\" '# dkms-trigger test: a changed toolchain file'}")
+        .ok("repackaging the package of gcc's files")
+        .stdout
+        .trim()
+        .to_string();
+    stage.sh("touch /etc/keeper-broken").ok("breaking keeper");
+    let n = stage.builds().len();
+    let apt = stage.sh(&format!("apt-get install -y {gcc}"));
+    apt.ok("the toolchain upgrade with keeper broken");
+    let mut want = Vec::new();
+    for k in [&e.k1, &e.k2] {
+        for m in ["keeper", "pre", "tbase", "tuser"] {
+            want.push((m, k.as_str()));
+        }
+    }
+    assert_eq!(count(&stage.builds()[n..]), pairs(&want), "every module rebuilt on every kernel: {}", apt.show());
+    for k in [&e.k1, &e.k2] {
+        assert!(
+            apt.all().lines().any(|l| l.contains("warning: keeper/1.0 failed for")
+                && l.contains(k.as_str())
+                && l.contains("previous build is kept")),
+            "a warning for keeper on {k}: {}",
+            apt.show()
+        );
+    }
+    let modinfo = loadable("after the failed toolchain rebuild");
+    eprintln!("deb_e2e: {}: (a) the apt run:\n{}\n(a) after it:\n{modinfo}", rel.suite(), apt.show());
+    let status = stage.sh("dkms-trigger status");
+    assert!(status.stdout.contains("rebuild failed, previous build kept"), "{}", status.show());
+
+    // (b) dpkg-reconfigure of K2's headers, keeper still broken.
+    let rc = stage.sh("dpkg-reconfigure linux-headers-$K2");
+    rc.ok("dpkg-reconfigure linux-headers-K2 with keeper broken");
+    assert!(rc.all().contains("warning: keeper/1.0 failed for"), "{}", rc.show());
+    loadable("after the failed forced rebuild");
+
+    // The cause goes; --retry-failed with an empty spool rebuilds keeper, and only keeper, on both.
+    stage.sh("rm /etc/keeper-broken").ok("mending keeper");
+    let n = stage.builds().len();
+    let retry = stage.sh("dkms-trigger spool --json; dkms-trigger finalize --retry-failed");
+    retry.ok("finalize --retry-failed");
+    assert!(retry.stdout.contains("\"intents\": []") || retry.stdout.contains("\"intents\":[]"), "{}", retry.show());
+    assert_eq!(
+        count(&stage.builds()[n..]),
+        pairs(&[("keeper", e.k1.as_str()), ("keeper", e.k2.as_str())]),
+        "{}",
+        retry.show()
+    );
+    loadable("after the retry");
+    let status = stage.sh("dkms-trigger status --json");
+    assert!(!status.stdout.contains("failed") && !status.stdout.contains("stale"), "{}", status.show());
+
+    // (c) killed with the old build moved aside and the new one not yet in place.
+    let killed = stage.sh("dkms-trigger record rebuild -m keeper -k $K2
+         DKMS_TRIGGER_FAILPOINTS=swap-after-old-moved dkms-trigger finalize; echo rc=$?");
+    assert!(killed.stdout.contains("rc=137"), "killed by the failpoint: {}", killed.show());
+    let after = stage.sh("dkms-trigger finalize");
+    after.ok("the finalize after the kill");
+    loadable("after a finalize killed mid-swap and the next one");
+
+    // (f) a hang past job_timeout, then the cause goes: a plain finalize retries it.
+    stage
+        .sh("mkdir -p /etc/dkms-trigger/config.d && echo 'job_timeout = 20' > /etc/dkms-trigger/config.d/50-test.toml
+             touch /etc/keeper-hangs")
+        .ok("making keeper hang");
+    let hung = stage.sh("dkms-trigger record rebuild -m keeper -k $K1; dkms-trigger finalize");
+    assert!(hung.all().contains("timeout"), "{}", hung.show());
+    let status = stage.sh("dkms-trigger status --json");
+    assert!(status.stdout.contains("a reason not the module's"), "{}", status.show());
+    loadable("after the timeout");
+    stage.sh("rm /etc/keeper-hangs").ok("mending keeper");
+    let n = stage.builds().len();
+    stage.sh("dkms-trigger finalize").ok("a plain finalize");
+    assert_eq!(count(&stage.builds()[n..]), pairs(&[("keeper", e.k1.as_str())]), "retried without --retry-failed");
+    loadable("after the automatic retry");
+}
+
+both!(a_module_source_that_cannot_be_used_fails_only_its_own_transaction);
+/// Issue 12, (d) (e): a package whose dkms.conf ends with a bash syntax error is built (dkms reads
+/// it that way); a package whose source dkms-trigger cannot use (a world-writable source file)
+/// fails its own apt run, naming it, and neither the next headers install nor another module
+/// package's apt run fails for it; dkms-trigger itself stays configured throughout.
+fn a_module_source_that_cannot_be_used_fails_only_its_own_transaction(rel: Rel) {
+    let e = env(rel);
+    let stage = Stage::child(&s1(rel).stage, "unusable");
+    stage
+        .sh("$T/mkmodule.sh late 1.0 --late-syntax-error >/dev/null
+             $T/mkmodule.sh sloppy 1.0 --untrusted >/dev/null
+             $T/mkmodule.sh other 1.0 >/dev/null")
+        .ok("generating the modules");
+    // (d)
+    let n = stage.builds().len();
+    stage.sh("apt-get install -y /root/debs/late-dkms_1.0-1_all.deb").ok("installing late");
+    assert_eq!(count(&stage.builds()[n..]), pairs(&[("late", e.k1.as_str()), ("late", e.k2.as_str())]));
+    // (e)
+    let apt = stage.sh("apt-get install -y /root/debs/sloppy-dkms_1.0-1_all.deb");
+    assert_ne!(apt.code, 0, "the transaction that brings an unusable source fails: {}", apt.show());
+    assert!(apt.all().contains("error: sloppy/1.0 cannot be used") && apt.all().contains("writable"), "{}", apt.show());
+    assert_eq!(stage.dpkg_status("dkms-trigger"), "ii", "{}", apt.show());
+    let n = stage.builds().len();
+    let headers = stage.sh("apt-get install -y --reinstall linux-headers-$K1");
+    headers.ok("the next apt run: headers");
+    assert_eq!(stage.dpkg_status("dkms-trigger"), "ii");
+    let other = stage.sh("apt-get install -y /root/debs/other-dkms_1.0-1_all.deb");
+    other.ok("the apt run after: another module package");
+    assert_eq!(stage.dpkg_status("dkms-trigger"), "ii");
+    assert_eq!(stage.dpkg_status("other-dkms"), "ii");
+    let built = count(&stage.builds()[n..]);
+    assert!(!built.keys().any(|(m, _)| m == "sloppy"), "never built: {built:?}");
+    for k in [&e.k1, &e.k2] {
+        assert!(built.contains_key(&("other".to_string(), k.to_string())), "{built:?}\n{}", other.show());
+    }
+    let status = stage.sh("dkms-trigger status");
+    assert!(status.all().contains("sloppy"), "status lists it: {}", status.show());
+}
+
 both!(removing_the_headers_of_a_kernel_removes_its_builds_and_nothing_else);
 /// Without a kernel image (Debian 12's headers do not pull one in), removing the headers is the
 /// kernel's end. Where the image is installed (Debian 13's headers depend on it), the kernel stays

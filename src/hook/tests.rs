@@ -294,3 +294,42 @@ fn alpm_operations() {
         assert_eq!(want.is_some_and(Op::reads_targets), reads, "{op}");
     }
 }
+
+#[test]
+fn an_unusable_source_is_an_error_once_per_state_of_it_then_a_warning() {
+    assert!(crate::root::is_root_user(), "module_postinst records as root: run the unit tests as root (CI does)");
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let r = t.path();
+    put(r, "usr/src/sloppy-1.0/dkms.conf", "PACKAGE_NAME=sloppy\nPACKAGE_VERSION=1.0\nBUILT_MODULE_NAME[0]=sloppy\n");
+    put(r, "usr/src/sloppy-1.0/sloppy.c", "int x;\n");
+    let writable = |rel: &str| {
+        std::fs::set_permissions(r.join(rel), std::fs::Permissions::from_mode(0o666)).unwrap();
+    };
+    writable("usr/src/sloppy-1.0/sloppy.c");
+    let root = Root::open(r).unwrap();
+    let load = || Ok(crate::config::Config::default());
+    let e = env(Some("sloppy-dkms"), None, false);
+    let postinst = || debian::module_postinst(&root, &e, &words("sloppy 1.0"), &load).unwrap();
+    let marker = r.join("var/lib/dkms-trigger/unusable/sloppy-1.0");
+    // The package that brings it fails; the same source again (a later configure) is a warning.
+    assert_eq!(postinst(), crate::exit::Code::Failure);
+    assert!(marker.is_file(), "the reported state is remembered");
+    assert_eq!(postinst(), crate::exit::Code::Ok);
+    assert_eq!(postinst(), crate::exit::Code::Ok);
+    // A changed source (still unusable) is a new state: reported again.
+    put(r, "usr/src/sloppy-1.0/extra.h", "#define Y 2\n");
+    writable("usr/src/sloppy-1.0/extra.h");
+    assert_eq!(postinst(), crate::exit::Code::Failure);
+    assert_eq!(postinst(), crate::exit::Code::Ok);
+    // Nothing was recorded for it: the finalizer would only fail on it again.
+    let (spool, problem) = crate::spool::read(&root).unwrap();
+    assert!(problem.is_none() && spool.entries.is_empty(), "nothing recorded");
+    // Removing the module forgets the report.
+    debian::forget_unusable(&root, "sloppy", "1.0");
+    assert!(!marker.exists());
+    // Arguments that cannot be names, or a package with no source under /usr/src: nothing to check.
+    let odd = |args: &str| debian::module_postinst(&root, &e, &words(args), &load).unwrap();
+    assert_eq!(odd("../x 1.0"), crate::exit::Code::Ok);
+    assert_eq!(odd("binonly 1.0"), crate::exit::Code::Ok);
+}

@@ -11,6 +11,8 @@
 #     --fail-on KVER|all       fails to compile for that kernel (or every kernel)
 #     --fail-while FILE        make fails while FILE exists (a cause a test can remove again)
 #     --hang-while FILE        make hangs (10 minutes) while FILE exists
+#     --late-syntax-error      dkms.conf ends with a bash syntax error: dkms keeps what was set
+#                              before it and builds the module, and so must dkms-trigger
 #     --untrusted              one source file is world-writable: dkms would build it, dkms-trigger
 #                              refuses to run such a source as root
 #     --depends PKG            an extra Depends of the package (to force dpkg's configure order)
@@ -25,7 +27,7 @@ set -euo pipefail
 
 name=$1 version=$2
 shift 2
-autoinstall=yes revision=1 source_only='' fail_on='' depends="dkms" fail_while='' hang_while='' untrusted=''
+autoinstall=yes revision=1 source_only='' fail_on='' depends="dkms" fail_while='' hang_while='' untrusted='' late_error=''
 
 build_depends=() requires=()
 while (($#)); do
@@ -37,6 +39,7 @@ while (($#)); do
     --fail-while) fail_while=$2; shift 2 ;;
     --hang-while) hang_while=$2; shift 2 ;;
     --untrusted) untrusted=1; shift ;;
+    --late-syntax-error) late_error=1; shift ;;
     --depends) depends+=", $2"; shift 2 ;;
     --revision) revision=$2; shift 2 ;;
     --source-only) source_only=1; shift ;;
@@ -56,6 +59,7 @@ write_source() { # DIR
         echo "DEST_MODULE_LOCATION[0]=\"/updates/dkms\""
         echo "AUTOINSTALL=\"$autoinstall\""
         for i in "${!build_depends[@]}"; do echo "BUILD_DEPENDS[$i]=\"${build_depends[$i]}\""; done
+        [[ -z $late_error ]] || echo 'if then; fi # a syntax error in the last line'
     } >"$d/dkms.conf"
     {
         echo "# Generated test module (dkms-trigger tests/deb/mkmodule.sh); read by Kbuild."
