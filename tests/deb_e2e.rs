@@ -837,11 +837,19 @@ fn a_failed_rebuild_keeps_the_last_good_build_and_what_can_succeed_is_retried(re
              v=$(dpkg-query -W -f='${Version}' $pkg)
              spec=$(dpkg -L $pkg | grep -E '^/usr/(lib|libexec)/gcc/.*[.]spec$' | head -n 1)
              cd /root && apt-get download -q $pkg >/dev/null
-             $T/repack.sh /root/${pkg}_*.deb \"$v+dkmstest1\" ${spec:+--append \"${spec#/}\" '# dkms-trigger test: a changed toolchain file'}")
+             $T/repack.sh /root/${pkg}_*.deb \"$v+dkmstest1\" ${spec:+--append \"${spec#/}\" '# dkms-trigger test: a changed toolchain file'}
+             # Packages that want exactly this version (Debian 13: gcc-14 wants its
+             # gcc-14-x86-64-linux-gnu) follow it, or apt would remove them.
+             for r in $(dpkg-query -W -f='${Package} ${Depends}\\n' | grep -F \"$pkg (= $v)\" | cut -d' ' -f1); do
+                 rv=$(dpkg-query -W -f='${Version}' $r)
+                 (cd /root && apt-get download -q $r >/dev/null)
+                 $T/repack.sh /root/${r}_*.deb \"$rv+dkmstest1\" --control-sed \"s/$pkg (= $v)/$pkg (= $v+dkmstest1)/\"
+             done")
         .ok("repackaging the package of gcc's files")
         .stdout
-        .trim()
-        .to_string();
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     stage.sh("touch /etc/keeper-broken").ok("breaking keeper");
     let n = stage.builds().len();
     let apt = stage.sh(&format!("apt-get install -y {gcc}"));
@@ -890,9 +898,13 @@ fn a_failed_rebuild_keeps_the_last_good_build_and_what_can_succeed_is_retried(re
     assert!(!status.stdout.contains("failed") && !status.stdout.contains("stale"), "{}", status.show());
 
     // (c) killed with the old build moved aside and the new one not yet in place.
+    // The failpoint makes the finalizer SIGKILL itself (not the last command of the script: bash
+    // would exec it as the namespace's init, which ignores the signal; the shell runs with -e).
     let killed = stage.sh("dkms-trigger record rebuild -m keeper -k $K2
-         DKMS_TRIGGER_FAILPOINTS=swap-after-old-moved dkms-trigger finalize; echo rc=$?");
+         DKMS_TRIGGER_FAILPOINTS=swap-after-old-moved dkms-trigger finalize || echo rc=$?");
     assert!(killed.stdout.contains("rc=137"), "killed by the failpoint: {}", killed.show());
+    let gone = stage.sh("modinfo -k $K2 keeper");
+    assert_ne!(gone.code, 0, "killed with the old build moved aside: nothing installed yet: {}", gone.show());
     let after = stage.sh("dkms-trigger finalize");
     after.ok("the finalize after the kill");
     loadable("after a finalize killed mid-swap and the next one");

@@ -6,8 +6,8 @@
 //! new build installed, never none.
 //!
 //! Layout of a swap directory: `tree/` is the staging dkms tree (`tree/M/V/source` links to the
-//! same source; the new build lands in `tree/M/V/K/A`; the other modules of dkms's tree appear
-//! there as links, for dkms's BUILD_DEPENDS check); `old/` holds the previous build while the
+//! same source; the new build lands in `tree/M/V/K/A`; the modules installed for the kernel appear
+//! there too, their files as links, for dkms's BUILD_DEPENDS check); `old/` holds the previous build while the
 //! new one is moved into dkms's tree; `replaces` names the version a replacement uninstalled.
 
 use crate::backend::{Deadline, Dkms, Step, Target};
@@ -43,25 +43,47 @@ impl<'a> Swap<'a> {
         Ok(Swap { root, dir })
     }
 
-    /// Shows dkms the other modules of the real tree in the staging tree, as links: dkms 3.1 and
-    /// later refuse to build a module whose BUILD_DEPENDS are not installed *in the tree it builds
-    /// in* (exit 13), and a dependant's build may read its dependency's files there. The links are
-    /// only read; removing the swap removes the links, never what they point at.
-    pub fn show_others(&self, real_tree: &Path, module: &str) -> Result<()> {
+    /// Shows dkms, in the staging tree, the other modules installed for the pair's kernel: dkms
+    /// 3.1 and later refuse to build a module whose BUILD_DEPENDS are not installed *in the tree it
+    /// builds in* (exit 13). dkms calls a module installed when `M/kernel-K-A` resolves to exactly
+    /// `$dkms_tree/M/V/K/A` and that has a `module/` directory, so those are real directories here
+    /// and only `module/` and `source` are links to the real tree's: read, never written (removing
+    /// the swap removes the links, never what they point at). Modules not installed for the kernel
+    /// are not shown, so dkms's own check still refuses a dependant of a missing dependency.
+    pub fn show_installed_others(&self, real_tree: &Path, t: &Target) -> Result<()> {
         let names = match self.root.list(real_tree) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e).with_context(|| format!("reading {}", real_tree.display())),
         };
+        let kernel_link = format!("kernel-{}-{}", t.kernel, t.arch);
         for name in names {
             let Some(name) = name.to_str() else { continue };
-            if name == module || check(What::ModuleName, name).is_err() {
+            if name == t.module || check(What::ModuleName, name).is_err() {
                 continue;
             }
-            let link = self.tree().join(name);
-            self.root
-                .symlink(real_tree.join(name), &link)
-                .with_context(|| format!("linking {} into the staging tree", name))?;
+            let Ok(target) = self.root.read_link(real_tree.join(name).join(&kernel_link)) else { continue };
+            let Some(version) = installed_version(&target, t) else {
+                log::debug!("staging tree: {name}: {} is not an installed build link", target.display());
+                continue;
+            };
+            let real = real_tree.join(name).join(&version);
+            if !self.root.is_dir(real.join(t.kernel).join(t.arch).join("module")) {
+                log::debug!("staging tree: {name}/{version}: no module/ directory for {}", t.kernel);
+                continue;
+            }
+            log::debug!("staging tree: showing {name}/{version} installed for {}", t.kernel);
+            let staged = self.tree().join(name);
+            let kdir = staged.join(&version).join(t.kernel).join(t.arch);
+            let made = (|| -> std::io::Result<()> {
+                for d in [&staged, &staged.join(&version), &staged.join(&version).join(t.kernel), &kdir] {
+                    self.root.create_private_dir(d)?;
+                }
+                self.root.symlink(real.join(t.kernel).join(t.arch).join("module"), kdir.join("module"))?;
+                self.root.symlink(real.join("source"), staged.join(&version).join("source"))?;
+                self.root.symlink(format!("{version}/{}/{}", t.kernel, t.arch), staged.join(&kernel_link))
+            })();
+            made.with_context(|| format!("showing {name}/{version} in the staging tree"))?;
         }
         Ok(())
     }
@@ -97,7 +119,7 @@ impl<'a> Swap<'a> {
 pub fn rebuild(dkms: &Dkms, t: &Target, make_jobs: u32, log: &Log, d: Deadline, changed: &mut bool) -> Result<Step> {
     let root = &dkms.root;
     let swap = Swap::begin(root, t)?;
-    swap.show_others(&dkms.tree(), t.module)?;
+    swap.show_installed_others(&dkms.tree(), t)?;
     let staged = dkms.staged(&swap.tree());
     let step = staged.add(t.module, t.version, log, d)?;
     if !step.is_ok() {
@@ -149,6 +171,16 @@ pub fn rebuild(dkms: &Dkms, t: &Target, make_jobs: u32, log: &Log, d: Deadline, 
             Step::Failed(format!("the new build did not install ({}); the previous build was put back", other.text()))
         }
     })
+}
+
+/// The version a `kernel-K-A` link of dkms's tree names (`V/K/A`, relative as dkms writes it, or
+/// absolute ending so), when it is a valid version and is for `t`'s kernel and architecture.
+fn installed_version(link_target: &Path, t: &Target) -> Option<String> {
+    let parts: Vec<&str> = link_target.iter().filter_map(|c| c.to_str()).collect();
+    match parts.as_slice() {
+        [.., v, k, a] if *k == t.kernel && *a == t.arch && check(What::ModuleVersion, v).is_ok() => Some(v.to_string()),
+        _ => None,
+    }
 }
 
 /// Moves a directory within the root: a rename, or a copy and a removal when `from` and `to` are

@@ -1,7 +1,9 @@
 #!/bin/bash
 # Runs inside the test chroot. Repackages a real .deb with a higher version, optionally appending a
 # line to one of its files (a "changed tool file"):
-#   repack.sh DEB NEW-VERSION [--append PATH-IN-PACKAGE TEXT]   -> prints the new .deb's path
+#   repack.sh DEB NEW-VERSION [--append PATH-IN-PACKAGE TEXT] [--control-sed EXPR]
+#                                                               -> prints the new .deb's path
+# (--control-sed edits DEBIAN/control, e.g. to follow another repackaged package's exact version.)
 # File times inside the package are kept (dpkg-deb -R/-b), except for the file changed.
 set -euo pipefail
 deb=$1 version=$2
@@ -18,6 +20,10 @@ while (($#)); do
         # md5sums must match, or dpkg --verify (and debsums) complain.
         (cd "$tree" && sed -i "\\|  $2\$|d" DEBIAN/md5sums && md5sum "$2" >>DEBIAN/md5sums)
         shift 3
+        ;;
+    --control-sed)
+        sed -i "$2" "$tree/DEBIAN/control"
+        shift 2
         ;;
     *) echo "repack.sh: unknown option $1" >&2; exit 2 ;;
     esac
