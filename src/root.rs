@@ -578,8 +578,9 @@ fn open_at(dir: Option<&File>, name: impl AsRef<OsStr>, flags: OFlag) -> io::Res
     Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
-/// Pushes the components of `p` onto the stack so that the first one is popped first.
-fn push_components(todo: &mut Vec<OsString>, p: &Path) {
+/// Pushes the components of `p` onto the stack so that the first one is popped first (the walks
+/// of `open_trusted` and `inventory::resolve`).
+pub(crate) fn push_components(todo: &mut Vec<OsString>, p: &Path) {
     let start = todo.len();
     for c in p.components() {
         match c {

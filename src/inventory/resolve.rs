@@ -1,10 +1,10 @@
 //! Symlink resolution inside a root, as a chroot would see it: `/usr/src/x` in a link found under
 //! `--root /mnt` means `/mnt/usr/src/x`, never the host's.
 
-use crate::root::Root;
+use crate::root::{push_components, Root};
 use std::ffi::OsString;
 use std::fmt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 /// Links followed before giving up, as Linux does (MAXSYMLINKS).
 const MAX_LINKS: usize = 40;
@@ -86,19 +86,6 @@ pub fn resolve_host(root: &Root, host: &Path) -> Result<PathBuf, Unresolved> {
 /// The root-relative form of a host path inside the root (`usr/src/x`), for reports.
 pub fn relative(root: &Root, host: &Path) -> String {
     host.strip_prefix(root.dir()).unwrap_or(host).to_string_lossy().into_owned()
-}
-
-/// Pushes the components of `p` onto the stack so that the first one is popped first.
-fn push_components(todo: &mut Vec<OsString>, p: &Path) {
-    let start = todo.len();
-    for c in p.components() {
-        match c {
-            Component::Normal(s) => todo.push(s.to_os_string()),
-            Component::ParentDir => todo.push("..".into()),
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-        }
-    }
-    todo[start..].reverse();
 }
 
 fn seen(root: &Root, host: &Path) -> PathBuf {
