@@ -366,6 +366,8 @@ fn the_callers_environment_does_not_reach_programs() {
         .env("TMPDIR", &evil)
         .env("PATH", format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", evil.display()))
         .env("DT_PASSED", "yes")
+        .env("DPKG_MAINTSCRIPT_PACKAGE", "linux-image-6.1.0-57-amd64")
+        .env("DPKG_MAINTSCRIPT_NAME", "postinst; reboot")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
@@ -376,6 +378,9 @@ fn the_callers_environment_does_not_reach_programs() {
     }
     assert!(env.contains("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"), "{env}");
     assert!(env.contains("LC_ALL=C\n") && env.contains("DT_PASSED=yes\n"), "{env}");
+    // dpkg's context passes as a plain package name, nothing else.
+    assert!(env.contains("DPKG_MAINTSCRIPT_PACKAGE=linux-image-6.1.0-57-amd64\n"), "{env}");
+    assert!(!vars.contains(&"DPKG_MAINTSCRIPT_NAME"), "not a name: {env}");
     assert!(!marker.exists(), "BASH_ENV was sourced by a program (dkms.conf evaluation or dkms)");
     assert!(!f.log("evil_ran").exists(), "a program was found through the caller's PATH");
     assert!(text(&out).contains("evil-depmod: not found in /usr/local/sbin:"), "{}", text(&out));

@@ -8,6 +8,7 @@
 //! /usr/lib/dkms themselves) and nothing else: `TMPDIR` falls back to /tmp, and neither they nor
 //! make, depmod or the initramfs tools need `HOME`. The configuration's `pass_environment` names
 //! the variables to let through anyway (a proxy for a PRE_BUILD script, a `TMPDIR`).
+//! dpkg's own context (the maintainer script's package and name) passes when it is plain text.
 
 use crate::root::{Distrust, Root};
 use std::collections::BTreeMap;
@@ -31,16 +32,35 @@ pub fn pass_through(names: &[String]) {
     *PASSED.write().unwrap_or_else(|e| e.into_inner()) = names.to_vec();
 }
 
+/// dpkg's description of the maintainer script running (the package and the script's name), let
+/// through when it is plain package-name text: the programs then know, as under stock dkms, which
+/// package's script runs them (update-initramfs and dkms's own scripts read it; a build log can
+/// say who built a module). A name, never a path or code.
+const DPKG_CONTEXT: [&str; 2] = ["DPKG_MAINTSCRIPT_PACKAGE", "DPKG_MAINTSCRIPT_NAME"];
+
 /// The whole environment of a program: PATH, LC_ALL=C (messages and sorting that parsers can
-/// rely on), then the variables let through that are set.
+/// rely on), dpkg's context, then the variables let through that are set.
 pub(super) fn base() -> Vec<(OsString, OsString)> {
     let mut env: Vec<(OsString, OsString)> = vec![("PATH".into(), PATH.into()), ("LC_ALL".into(), "C".into())];
+    for name in DPKG_CONTEXT {
+        if let Some(value) = std::env::var_os(name).filter(|v| is_package_name(v)) {
+            env.push((name.into(), value));
+        }
+    }
     for name in PASSED.read().unwrap_or_else(|e| e.into_inner()).iter() {
         if let Some(value) = std::env::var_os(name) {
             env.push((name.into(), value));
         }
     }
     env
+}
+
+/// Debian package (and maintainer script) name characters, at most 128 of them.
+fn is_package_name(v: &OsStr) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b".+-:".contains(c))
 }
 
 /// The path to run for `name`: an absolute path as it is, a bare name from the first PATH
