@@ -443,10 +443,11 @@ pub fn read_tail_of(f: &File, from: u64, max: u64) -> io::Result<Vec<u8>> {
 
 /// A scratch directory private to this process (0700), removed when dropped. It is made in
 /// /dev/shm, else /tmp, never under `$TMPDIR`: files are written there and read back as root, so
-/// its parent must be one no user can rename entries in. Scratch directories of processes that no
-/// longer exist (killed before they could remove theirs) are removed first; the name carries the
-/// process id for that.
-pub fn scratch_dir(prefix: &str) -> io::Result<tempfile::TempDir> {
+/// its parent must be one no user can rename entries in. Scratch directories left by killed
+/// processes are removed first. Their name carries the process id, but /dev/shm is shared with
+/// chroots and containers whose pids mean nothing here, so the owner also holds a lock on the
+/// directory while it lives: one is removed only when its pid is gone and its lock is free.
+pub fn scratch_dir(prefix: &str) -> io::Result<Scratch> {
     let host = Root::host();
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no scratch directory");
     for base in crate::paths::SCRATCH_DIRS {
@@ -461,15 +462,57 @@ pub fn scratch_dir(prefix: &str) -> io::Result<tempfile::TempDir> {
         prune_scratch(&host, Path::new(base), prefix);
         let name = format!("{prefix}{}.", std::process::id());
         let private = fs::Permissions::from_mode(0o700);
-        match tempfile::Builder::new().prefix(&name).permissions(private).tempdir_in(base) {
-            Ok(t) => return Ok(t),
-            Err(e) => last = e,
+        // Another process's prune can take the directory between its creation and the lock:
+        // then it is gone (or replaced) by the time the lock is held, and another is made.
+        for _ in 0..3 {
+            let dir = match tempfile::Builder::new().prefix(&name).permissions(private.clone()).tempdir_in(base) {
+                Ok(t) => t,
+                Err(e) => {
+                    last = e;
+                    break;
+                }
+            };
+            match lock_dir(dir.path()) {
+                Ok(Some(lock)) => return Ok(Scratch { dir, _lock: lock }),
+                Ok(None) => last = io::Error::other(format!("{} was removed as it was made", dir.path().display())),
+                Err(e) => last = e,
+            }
         }
     }
     Err(last)
 }
 
-/// Removes `base/PREFIX<pid>.*` directories of ours whose process is gone.
+/// A private scratch directory (`scratch_dir`), locked while it lives.
+#[derive(Debug)]
+pub struct Scratch {
+    // Declared first: dropped (removed) while the lock below is still held.
+    dir: tempfile::TempDir,
+    _lock: fs::File,
+}
+
+impl Scratch {
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// Takes the lock of scratch directory `path`; None when someone else holds it or `path` is no
+/// longer the directory that was locked.
+fn lock_dir(path: &Path) -> io::Result<Option<fs::File>> {
+    use fs2::FileExt;
+    let dir = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(path)?;
+    if dir.try_lock_exclusive().is_err() {
+        return Ok(None);
+    }
+    let held = dir.metadata()?;
+    let now = fs::symlink_metadata(path);
+    Ok(now.is_ok_and(|m| m.dev() == held.dev() && m.ino() == held.ino()).then_some(dir))
+}
+
+/// Removes `base/PREFIX<pid>.*` directories of ours whose process is gone and whose lock is free.
 fn prune_scratch(host: &Root, base: &Path, prefix: &str) {
     let euid = nix::unistd::geteuid().as_raw();
     for name in host.list(base).unwrap_or_default() {
@@ -478,7 +521,11 @@ fn prune_scratch(host: &Root, base: &Path, prefix: &str) {
         let Some(pid) = pid.filter(|p| *p > 0) else { continue };
         let path = base.join(name.as_ref());
         let ours = host.lstat(&path).is_ok_and(|md| md.is_dir() && md.uid() == euid);
-        if ours && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) == Err(nix::errno::Errno::ESRCH) {
+        if !ours || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) != Err(nix::errno::Errno::ESRCH) {
+            continue;
+        }
+        // Removed while locked, so that nobody can take it in between.
+        if let Ok(Some(_held)) = lock_dir(&path) {
             let _ = host.remove_dir_all(&path);
         }
     }
@@ -680,6 +727,29 @@ mod tests {
         assert!(fresh.path().starts_with(base) && fresh.path().is_dir());
         assert_eq!(fs::metadata(fresh.path()).unwrap().permissions().mode() & 0o777, 0o700);
         fs::remove_dir_all(&alive).unwrap();
+    }
+
+    /// /dev/shm is shared with chroots and containers that have their own PID namespace: a live
+    /// process there has a pid that means nothing here. Its scratch directory is locked while it
+    /// lives and must survive another process's pruning (the CI failure of 2026-11-30: trixie's
+    /// finalizer removed bookworm's while its dkms.conf evaluation ran, which then read nothing).
+    #[test]
+    fn a_locked_scratch_dir_of_another_pid_namespace_is_kept() {
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        gone.wait().unwrap();
+        let prefix = "dkms-trigger-unit-scratch-ns.";
+        let other = scratch_dir(prefix).unwrap();
+        // The same directory, named as the other namespace's process would have named it.
+        let base = other.path().parent().unwrap();
+        let foreign = base.join(format!("{prefix}{}.foreign", gone.id()));
+        fs::rename(other.path(), &foreign).unwrap();
+        let mine = scratch_dir(prefix).unwrap();
+        assert!(foreign.is_dir(), "a scratch directory whose lock is held is kept");
+        drop(mine);
+        drop(other);
+        let after = scratch_dir(prefix).unwrap();
+        assert!(!foreign.exists(), "once its holder is gone it is removed");
+        drop(after);
     }
 
     #[test]

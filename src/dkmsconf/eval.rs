@@ -73,6 +73,7 @@ pub fn evaluate(requests: &[Request], opts: &Options) -> Vec<Result<Evaluated, S
         opts,
         dialect,
         header: header(opts, dialect, tmp.path(), &running, &kernels),
+        scratch: tmp.path(),
         kernels,
         requests,
         recipes: &plans,
@@ -176,6 +177,8 @@ struct Shared<'a> {
     opts: &'a Options,
     dialect: Dialect,
     header: Vec<u8>,
+    /// The evaluator's scratch directory (safe_source's temporary files).
+    scratch: &'a Path,
     kernels: Vec<KernelContext>,
     requests: &'a [Request],
     recipes: &'a [Result<Recipe, String>],
@@ -251,6 +254,11 @@ impl Shared<'_> {
         let mut current = None;
         let run = batch::run(&input, self.opts.timeout, &mut |rec| self.record(batch, &mut parts, &mut current, rec));
         let requeue = self.settle(batch, &mut parts, current, run);
+        // Without it every conf reads as empty: say so rather than blame the confs.
+        if !crate::root::Root::host().is_dir(self.scratch) {
+            let why = format!("the evaluator's scratch directory {} was removed while it ran", self.scratch.display());
+            parts.iter_mut().for_each(|p| p.failed = Some(why.clone()));
+        }
         (parts, requeue)
     }
 

@@ -451,6 +451,17 @@ fn output_on_stdout_and_stderr_and_fd_3_cannot_forge_values() {
     assert_eq!(kernel(&e, K56).autoinstall, Autoinstall::Yes);
 }
 
+/// When the scratch directory goes while bash runs (another process's pruning, as in the CI failure
+/// of 2026-11-30), every conf would read as empty: the error names the directory, not the conf.
+#[test]
+fn a_scratch_directory_removed_mid_evaluation_is_named() {
+    let fx = Fx::new();
+    let req = fx.module("gone", "PACKAGE_NAME=gone\nrm -rf \"${__dt_tmp%/*}\"\n", fx.kernels());
+    let err = fx.eval_with(req, &fx.opts()).unwrap_err();
+    assert!(err.contains("scratch directory") && err.contains("was removed while it ran"), "{err}");
+    assert!(!err.contains("sets no PACKAGE_NAME"), "{err}");
+}
+
 #[test]
 fn missing_package_name_or_unreadable_conf_is_an_error() {
     let fx = Fx::new();
