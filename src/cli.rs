@@ -312,6 +312,7 @@ fn run(cli: &Cli) -> Result<Code> {
                 no_wait: a.no_wait,
                 retry_failed: a.retry_failed,
                 rescan: a.rescan,
+                initramfs_follows: Default::default(),
             };
             crate::finalize::run(&root, &loaded.config, &opts)
         }

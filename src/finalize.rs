@@ -32,6 +32,10 @@ pub struct Options {
     pub retry_failed: bool,
     /// Add a rescan intent (full reconcile) to this run.
     pub rescan: bool,
+    /// Kernels whose initramfs the caller's tool makes right after this finalize (the kernel's
+    /// install hook that follows ours): their modules are built and depmod run, the image is left
+    /// to that tool, which would otherwise make it a second time.
+    pub initramfs_follows: BTreeSet<String>,
 }
 
 /// Rounds of snapshot-plan-execute before giving up on hooks that keep recording.
@@ -82,10 +86,12 @@ pub fn run(root: &Root, config: &Config, opts: &Options) -> Result<Code> {
         // Stopped while reading the system: nothing ran, every intent stays.
         runner::check_stop()?;
         state = p.state;
-        for n in &p.plan.notes {
+        let mut plan = p.plan;
+        for n in &plan.notes {
             log::info!("plan: {n}");
         }
-        if !p.plan.jobs.is_empty() {
+        leave_initramfs(&mut plan, &opts.initramfs_follows);
+        if !plan.jobs.is_empty() {
             let rl = match &run_log {
                 Some(r) => r.clone(),
                 None => {
@@ -94,23 +100,9 @@ pub fn run(root: &Root, config: &Config, opts: &Options) -> Result<Code> {
                     r
                 }
             };
-            let ctx = Context {
-                lock: &lock,
-                config,
-                dkms: Dkms::new(&config.dkms, root),
-                depmod: Depmod { program: config.depmod.clone(), root: root.clone() },
-                inventory: &p.inventory,
-                run: &rl,
-                jobs: opts.jobs.unwrap_or(if config.jobs == 0 { cpus() } else { config.jobs as usize }),
-                cpus: cpus(),
-                added_kernels: p
-                    .intents
-                    .iter()
-                    .filter_map(|i| if let Intent::KernelAdded { kernel } = i { Some(kernel.clone()) } else { None })
-                    .collect(),
-            };
-            let s = executor::execute(&ctx, &p.plan, &mut state)?;
-            merge(&mut total, s, &p.plan);
+            let ctx = context(&lock, config, &p.inventory, &rl, opts.jobs, &p.intents, false);
+            let s = executor::execute(&ctx, &plan, &mut state)?;
+            merge(&mut total, s, &plan);
         }
         if let Some(sig) = runner::stop_signal() {
             // The jobs that ran are recorded (state.toml); the intents stay pending, so that the
@@ -132,10 +124,10 @@ pub fn run(root: &Root, config: &Config, opts: &Options) -> Result<Code> {
         let fresh = spool::update(root, |s| {
             s.remove_handled(&handled);
             let now = clock::now_ms();
-            for k in &p.plan.keep {
+            for k in &plan.keep {
                 s.add(k, Some(DEFERRED_SOURCE), now);
             }
-            s.entries.iter().any(|e| e.intent().is_ok_and(|i| !p.plan.keep.contains(&i)))
+            s.entries.iter().any(|e| e.intent().is_ok_and(|i| !plan.keep.contains(&i)))
         })?;
         if !fresh {
             break;
@@ -151,6 +143,102 @@ pub fn run(root: &Root, config: &Config, opts: &Options) -> Result<Code> {
         rotate_logs(root, config.keep_runs as usize);
     }
     Ok(if total.errors > 0 { Code::Failure } else { Code::Ok })
+}
+
+/// What the executor needs besides the plan. `early`: the builds of `early` below.
+fn context<'a>(
+    lock: &'a FinalizeLock,
+    config: &'a Config,
+    inventory: &'a crate::inventory::Inventory,
+    run: &'a RunLog,
+    jobs: Option<usize>,
+    intents: &[Intent],
+    early: bool,
+) -> Context<'a> {
+    Context {
+        lock,
+        config,
+        dkms: Dkms::new(&config.dkms, lock.root()),
+        depmod: Depmod { program: config.depmod.clone(), root: lock.root().clone() },
+        inventory,
+        run,
+        jobs: jobs.unwrap_or(if config.jobs == 0 { cpus() } else { config.jobs as usize }),
+        cpus: cpus(),
+        added_kernels: intents
+            .iter()
+            .filter_map(|i| if let Intent::KernelAdded { kernel } = i { Some(kernel.clone()) } else { None })
+            .collect(),
+        early,
+    }
+}
+
+/// No initramfs step for the kernels whose image the caller's tool makes next.
+fn leave_initramfs(plan: &mut Plan, kernels: &BTreeSet<String>) {
+    for k in kernels {
+        if let Some(steps) = plan.kernels.get_mut(k).filter(|s| s.initramfs) {
+            steps.initramfs = false;
+            log::info!("the initramfs of {k} is left to the tool that runs after this hook");
+        }
+    }
+}
+
+/// Given the modules a kernel's install hook could build (with their source directories, relative
+/// to the root), those whose packages are not configured yet in the transaction.
+pub type Unsettled<'a> = dyn Fn(&[(crate::inventory::ModKey, String)]) -> BTreeSet<crate::inventory::ModKey> + 'a;
+
+/// A new kernel's builds, from its install hook inside a package transaction and before the
+/// initramfs tool that follows that hook (docs/debian.md, "One initramfs generation"): the pairs
+/// of `kernel` that the pending intents ask for, except those of modules in `unsettled(candidates)`
+/// (their packages are not configured yet) and what BUILD_DEPENDS on them; depmod, no initramfs.
+/// The spool is left alone: the transaction's own finalize plans again at its end, finds these
+/// pairs done (so that it does not remake the image) and builds the rest. A failure here is
+/// recorded as transient, so that finalize tries it again once everything is configured; nothing
+/// here fails the hook. Skipped (info) when the finalize lock is taken.
+pub fn early(root: &Root, config: &Config, kernel: &str, unsettled: &Unsettled<'_>) -> Result<Code> {
+    root::require_root("building for a new kernel")?;
+    runner::stop_on_signals()?;
+    let lock = match FinalizeLock::take(root, Waiting::NoWait, "finalize") {
+        Ok(l) => l,
+        Err(e) => {
+            ui::info(format!("dkms-trigger: not building for {kernel} now ({e:#}); the transaction's finalize will"));
+            return Ok(Code::Ok);
+        }
+    };
+    settle_interrupted_swaps(root, config)?;
+    let state = statefile::load(&lock)?;
+    let intents: Vec<Intent> = spool::snapshot(root)?.entries.iter().filter_map(|e| e.intent().ok()).collect();
+    let p = pipeline::prepare(root, config, intents, state, false, false)?;
+    runner::check_stop()?;
+    let mut state = p.state;
+    let candidates: Vec<_> = p
+        .plan
+        .jobs
+        .iter()
+        .filter(|j| j.kernel == kernel && j.action.builds())
+        .filter_map(|j| {
+            let key = (j.module.clone(), j.version.clone());
+            let source = p.inventory.modules.get(&key)?.source.clone()?;
+            Some((key, source))
+        })
+        .collect();
+    if candidates.is_empty() {
+        return Ok(Code::Ok);
+    }
+    let plan = crate::planner::early::restrict(&p.plan, kernel, &unsettled(&candidates));
+    if plan.jobs.is_empty() {
+        ui::info(format!("dkms-trigger: nothing to build for {kernel} before the end of the transaction"));
+        return Ok(Code::Ok);
+    }
+    ui::info(format!("dkms-trigger: building for {kernel} before its initramfs is made"));
+    let started = Instant::now();
+    let rl = new_run_log(root)?;
+    let ctx = context(&lock, config, &p.inventory, &rl, None, &p.intents, true);
+    let s = executor::execute(&ctx, &plan, &mut state)?;
+    let mut total = Summary::default();
+    merge(&mut total, s, &plan);
+    print_summary(&total, started.elapsed(), &rl, root);
+    rotate_logs(root, config.keep_runs as usize);
+    Ok(Code::Ok)
 }
 
 /// Finishes (or undoes) the rebuilds an interrupted run left half-swapped, so that every kernel has

@@ -252,8 +252,8 @@ fn kernel_arg(hook: &str, args: &[String], nothing: &str) -> Option<String> {
 
 /// Runs the finalizer for a hook that must not fail because of it: whatever it says is one warning
 /// line (the finalizer's own lines name the modules); what is not done stays pending.
-fn finalize_or_warn(root: &Root, load: Load) {
-    let outcome = load().and_then(|config| finalize::run(root, &config, &finalize::Options::default()));
+fn finalize_or_warn(root: &Root, load: Load, opts: &finalize::Options) {
+    let outcome = load().and_then(|config| finalize::run(root, &config, opts));
     let how = match outcome {
         Ok(Code::Ok) => return,
         Ok(code) => format!("exited with status {}", code.status()),

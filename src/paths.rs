@@ -40,6 +40,19 @@ pub const OS_RELEASE: &str = "etc/os-release";
 pub const MKINITCPIO: &str = "usr/bin/mkinitcpio";
 pub const UPDATE_INITRAMFS: &str = "usr/sbin/update-initramfs";
 pub const DRACUT: [&str; 2] = ["usr/bin/dracut", "usr/sbin/dracut"];
+/// Where initramfs-tools and dracut are told which modules to include (`initrd::wanted`).
+pub const INITRAMFS_TOOLS_MODULES: &str = "etc/initramfs-tools/modules";
+pub const INITRAMFS_TOOLS_MODULES_D: [&str; 1] = ["usr/share/initramfs-tools/modules.d"];
+pub const DRACUT_CONF: &str = "etc/dracut.conf";
+pub const DRACUT_CONF_D: [&str; 2] = ["etc/dracut.conf.d", "usr/lib/dracut/dracut.conf.d"];
+/// Debian's kernel install hooks (run-parts, in lexical order) and ours among them.
+pub const KERNEL_POSTINST_DIR: &str = "etc/kernel/postinst.d";
+pub const OUR_KERNEL_HOOK: &str = "dkms-trigger";
+/// Debian kernel hooks that make the new kernel's initramfs (initramfs-tools', dracut's).
+pub const DEBIAN_INITRAMFS_HOOKS: [&str; 2] = ["initramfs-tools", "dracut"];
+/// kernel-install(8) plugin directories, and ours among the plugins (hooks/rpm).
+pub const KERNEL_INSTALL_DIRS: [&str; 2] = ["etc/kernel/install.d", "usr/lib/kernel/install.d"];
+pub const OUR_KERNEL_INSTALL_PLUGIN: &str = "45-dkms-trigger.install";
 /// dkms's module signing key pair (its first signed build generates them).
 pub const DKMS_SIGNING_KEY: [&str; 2] = ["var/lib/dkms/mok.key", "var/lib/dkms/mok.pub"];
 

@@ -565,5 +565,6 @@ impl<'a> Planner<'a> {
 }
 
 mod deps;
+pub mod early;
 #[cfg(test)]
 mod tests;

@@ -6,7 +6,8 @@ use crate::config::InitramfsSetting;
 use crate::paths;
 use crate::root::Root;
 use crate::runner::{Cmd, Log};
-use std::path::Path;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// A tool that updates initramfs images.
@@ -43,6 +44,57 @@ pub fn update(tool: Tool, kernel: &str) -> Cmd {
         Tool::UpdateInitramfs => Cmd::new("update-initramfs").args(["-u", "-k", kernel]),
         Tool::Dracut => Cmd::new("dracut").args(["--force", "--kver", kernel]),
     }
+}
+
+/// The modules the tool's own configuration asks for by name (`_` for `-`): initramfs-tools'
+/// /etc/initramfs-tools/modules and modules.d lists (first word of each line), dracut's
+/// `add_drivers` and `force_drivers`. A changed module named there belongs in the image even when
+/// the image does not hold it yet (it was made before the module was built: headers installed
+/// after their kernel).
+pub fn wanted(root: &Root, tool: Tool) -> BTreeSet<String> {
+    let files = |dir: &str, suffix: &str| -> Vec<PathBuf> {
+        let mut names = root.list(dir).unwrap_or_default();
+        names.sort();
+        names.into_iter().filter(|n| n.to_string_lossy().ends_with(suffix)).map(|n| Path::new(dir).join(n)).collect()
+    };
+    let mut out = BTreeSet::new();
+    match tool {
+        Tool::UpdateInitramfs => {
+            let mut list = vec![PathBuf::from(paths::INITRAMFS_TOOLS_MODULES)];
+            list.extend(paths::INITRAMFS_TOOLS_MODULES_D.iter().flat_map(|d| files(d, "")));
+            for f in list {
+                let text = root.read(&f).unwrap_or_default();
+                for line in String::from_utf8_lossy(&text).lines() {
+                    if let Some(word) = line.split_whitespace().next().filter(|w| !w.starts_with('#')) {
+                        out.insert(word.replace('-', "_"));
+                    }
+                }
+            }
+        }
+        Tool::Dracut => {
+            let mut list = vec![PathBuf::from(paths::DRACUT_CONF)];
+            list.extend(paths::DRACUT_CONF_D.iter().flat_map(|d| files(d, ".conf")));
+            for f in list {
+                let text = root.read(&f).unwrap_or_default();
+                for line in String::from_utf8_lossy(&text).lines() {
+                    let line = line.trim_start();
+                    let value = ["add_drivers", "force_drivers"]
+                        .iter()
+                        .find_map(|k| line.strip_prefix(k))
+                        .map(|r| r.trim_start_matches('+').trim_start())
+                        .and_then(|r| r.strip_prefix('='));
+                    if let Some(v) = value {
+                        out.extend(
+                            v.trim_matches(|c| c == '"' || c == '\'' || c == ' ')
+                                .split_whitespace()
+                                .map(|w| w.replace('-', "_")),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The longest a listing may take, whatever the job's time limit: it reads one image.
@@ -94,6 +146,26 @@ mod tests {
         assert!(!contains_module(lsinitramfs, &names(&["zf", "spl"])), "whole names only");
         assert!(contains_module(lsinitrd, &names(&["nvidia"])));
         assert!(!contains_module(lsinitrd, &names(&["extra"])), "directories are not modules");
+    }
+
+    #[test]
+    fn modules_asked_for_by_the_tools_configuration() {
+        let t = tempfile::tempdir().unwrap();
+        let root = Root::open(t.path()).unwrap();
+        let write = |p: &str, text: &str| {
+            let p = t.path().join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        assert!(wanted(&root, Tool::UpdateInitramfs).is_empty(), "nothing configured");
+        write("etc/initramfs-tools/modules", "# comment\nraid1\nmy-mod opt=1\n\n  # x\n");
+        write("usr/share/initramfs-tools/modules.d/zfs", "zfs\n");
+        let got: Vec<String> = wanted(&root, Tool::UpdateInitramfs).into_iter().collect();
+        assert_eq!(got, ["my_mod", "raid1", "zfs"]);
+        write("etc/dracut.conf.d/10-x.conf", "add_drivers+=\" nvidia nvidia-drm \"\nomit_drivers+=\" nouveau \"\n");
+        write("usr/lib/dracut/dracut.conf.d/20-y.conf", "force_drivers=\"zfs\"\n# add_drivers+=\" no \"\n");
+        let got: Vec<String> = wanted(&root, Tool::Dracut).into_iter().collect();
+        assert_eq!(got, ["nvidia", "nvidia_drm", "zfs"]);
     }
 
     #[test]

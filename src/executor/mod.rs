@@ -58,6 +58,9 @@ pub struct Context<'a> {
     pub cpus: usize,
     /// Kernels installed in this transaction: their initramfs was made before their modules.
     pub added_kernels: BTreeSet<String>,
+    /// Builds ahead of the transaction's finalize (`finalize::early`): a failure is transient
+    /// (that finalize tries again) and only a warning.
+    pub early: bool,
 }
 
 impl Context<'_> {

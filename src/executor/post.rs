@@ -53,11 +53,6 @@ fn needs_update(ctx: &Context, kernel: &str, jobs: &[&Job], log: &Log) -> Option
     if ctx.added_kernels.contains(kernel) {
         return Some(tool);
     }
-    let listing_path = ctx.run.dir.join(format!(
-        "initramfs-list-{}.txt",
-        image.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
-    ));
-    let listing = Log::open(ctx.root(), listing_path).map_err(|e| format!("{e:#}"));
     let names: Vec<String> = jobs
         .iter()
         .flat_map(|j| {
@@ -70,6 +65,16 @@ fn needs_update(ctx: &Context, kernel: &str, jobs: &[&Job], log: &Log) -> Option
                 .unwrap_or_else(|| vec![j.module.clone()])
         })
         .collect();
+    let wanted = initrd::wanted(ctx.root(), tool);
+    if names.iter().any(|n| wanted.contains(&n.replace('-', "_"))) {
+        log.note(&format!("# a changed module is one the {tool:?} configuration asks for: updating the initramfs"));
+        return Some(tool);
+    }
+    let listing_path = ctx.run.dir.join(format!(
+        "initramfs-list-{}.txt",
+        image.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
+    ));
+    let listing = Log::open(ctx.root(), listing_path).map_err(|e| format!("{e:#}"));
     match listing.and_then(|l| initrd::list(tool, &image, &l, ctx.timeout())) {
         Ok(text) if initrd::contains_module(&text, &names) => Some(tool),
         Ok(_) => {
@@ -126,6 +131,7 @@ mod tests {
             jobs: 1,
             cpus: 1,
             added_kernels: Default::default(),
+            early: false,
         };
         let log = Log::open(&root, run.post_log(k)).unwrap();
         ctx.depmod.run(k, &log, ctx.timeout()).unwrap();

@@ -214,7 +214,10 @@ impl<'a> Sink<'a> {
     }
 
     /// Prints a job's line (and its warning or error), applies the failure policy, records it.
-    fn report(&mut self, j: &Job, report: JobReport, counter: Option<usize>) {
+    fn report(&mut self, j: &Job, mut report: JobReport, counter: Option<usize>) {
+        // Ahead of the transaction's end, a failure may be the transaction's (a package not
+        // configured yet): its finalize tries again.
+        report.transient |= self.ctx.early && report.outcome == Outcome::Failed;
         let previous = self.state.pairs.get(&j.key()).map(|p| p.result);
         let report = announce(self.ctx, j, report, counter.map(|i| (i, self.total)), previous);
         let fingerprint = match report.outcome {
@@ -257,6 +260,7 @@ fn announce(
     let log = r.log.as_deref().map(|l| format!(", log: /{l}")).unwrap_or_default();
     let detail = r.detail.clone().unwrap_or_default();
     let policy = match j.class {
+        _ if ctx.early => Policy::Warn,
         EventClass::Kernel => ctx.config.on_failure_kernel,
         EventClass::Module => ctx.config.on_failure_module,
     };
@@ -272,7 +276,11 @@ fn announce(
         Outcome::Deferred => ui::info(format!("{what} ... deferred: {detail}")),
         Outcome::Failed => {
             ui::info(format!("{what} ... FAILED{secs}"));
-            let retry = if r.transient { " (not the module's own failure: the next finalize tries again)" } else { "" };
+            let retry = match (ctx.early, r.transient) {
+                (true, _) => " (the finalize at the end of this transaction tries again)",
+                (false, true) => " (not the module's own failure: the next finalize tries again)",
+                (false, false) => "",
+            };
             match policy {
                 Policy::Warn => ui::warn(format!("{mv} failed for {}: {detail}{log}{retry}", j.kernel)),
                 Policy::Error => {

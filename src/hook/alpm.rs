@@ -59,7 +59,7 @@ pub fn run(root: &Root, op: &str, load: Load) -> Result<Code> {
         Op::Remove => remove_paths(root, input.lines(), load),
         Op::Toolchain => record(root, &[Intent::ToolchainChanged { kernels: vec![] }], "pacman:gcc"),
         Op::Finalize => {
-            finalize_or_warn(root, load);
+            finalize_or_warn(root, load, &crate::finalize::Options::default());
             Ok(())
         }
     };

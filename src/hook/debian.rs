@@ -9,7 +9,7 @@ use crate::inventory::resolve::resolve;
 use crate::inventory::{self, ModKey, Module};
 use crate::paths::{self, BOOT_DIR, MODULE_DIRS, PROC_DIR};
 use crate::removal;
-use crate::root::{self, Root};
+use crate::root::{self, MetadataExt, Root};
 use crate::runner::Cmd;
 use crate::ui;
 use crate::validate::{self, What};
@@ -100,11 +100,105 @@ pub fn handoff(env: &DebEnv, status: Option<&str>) -> Handoff {
 
 /// `hook debian-kernel-postinst KVER [IMAGE]`. Any postinst action leaves the kernel installed, so
 /// whatever DEB_MAINT_PARAMS says it is recorded (the planner builds only what is missing).
+///
+/// When an initramfs hook (initramfs-tools', dracut's) runs after ours for this kernel, its image
+/// must be made once, with the modules: inside dpkg the kernel's pairs that can be built now are
+/// built before the hook returns (`finalize::early`; the trigger's finalize does the rest), and
+/// outside dpkg the finalize leaves the image to that hook (docs/debian.md, "One initramfs
+/// generation").
 pub fn kernel_postinst(root: &Root, env: &DebEnv, args: &[String], load: Load) -> Result<Code> {
     ui::set_quiet(true);
     let Some(kver) = kernel_arg("debian-kernel-postinst", args, "nothing recorded") else { return Ok(Code::Ok) };
     let source = format!("{}:postinst.d", env.package.as_deref().unwrap_or("installkernel"));
-    record_and_hand_off(root, env, Intent::KernelAdded { kernel: kver }, &source, load)
+    let follows = initramfs_hook_after_ours(root);
+    let intent = Intent::KernelAdded { kernel: kver.clone() };
+    let code = record_and_hand_off(root, env, intent, &source, load, follows.is_some().then_some(kver.as_str()))?;
+    if let (Some(hook), Handoff::Trigger) = (follows, handoff_of(root, env)) {
+        if code == Code::Ok && !root.is_host() {
+            log::info!("not building for {kver} ahead of {hook}: the root is not /");
+        } else if code == Code::Ok {
+            let built = load().and_then(|c| finalize::early(root, &c, &kver, &|c| unsettled(root, c)));
+            if let Err(e) = built {
+                warn(format!("building for {kver} before {hook} failed: {e:#}; the end of the transaction does it"));
+            }
+        }
+    }
+    Ok(code)
+}
+
+/// The initramfs hook of /etc/kernel/postinst.d that run-parts runs after ours, if any.
+fn initramfs_hook_after_ours(root: &Root) -> Option<&'static str> {
+    paths::DEBIAN_INITRAMFS_HOOKS.into_iter().filter(|h| *h > paths::OUR_KERNEL_HOOK).find(|h| {
+        root.stat(Path::new(paths::KERNEL_POSTINST_DIR).join(h)).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0)
+    })
+}
+
+/// Of the modules a kernel hook could build now (with their source directories), those whose
+/// source belongs to a package dpkg has not configured yet: in this transaction their package's
+/// postinst has not run, and what it brings with it may not be in place either. When dpkg cannot
+/// say, all of them (the end of the transaction builds them).
+fn unsettled(root: &Root, candidates: &[(ModKey, String)]) -> BTreeSet<ModKey> {
+    let all = || candidates.iter().map(|(k, _)| k.clone()).collect();
+    let dpkg_query = || {
+        let c = Cmd::new("dpkg-query");
+        if root.is_host() {
+            c
+        } else {
+            c.arg(format!("--root={}", root.dir().display()))
+        }
+    };
+    let dirs: Vec<String> = candidates.iter().map(|(_, d)| format!("/{}", d.trim_start_matches('/'))).collect();
+    // Exit status 1 when some path belongs to no package (a source made by hand): its output still
+    // lists the others.
+    let Ok(owners) = dpkg_query().arg("-S").arg("--").args(&dirs).timeout(DPKG_TIMEOUT).output() else { return all() };
+    let owned = parse_search(&owners.stdout);
+    let packages: BTreeSet<&str> = owned.values().flatten().map(String::as_str).collect();
+    if packages.is_empty() {
+        return BTreeSet::new();
+    }
+    let status = dpkg_query()
+        .args(["-W", "-f=${binary:Package}\t${db:Status-Abbrev}\n", "--"])
+        .args(packages.iter().copied())
+        .timeout(DPKG_TIMEOUT)
+        .output();
+    let Some(status) = status.ok().filter(|r| r.ok()) else { return all() };
+    let configured: BTreeSet<&str> = status
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .filter(|(_, st)| st.chars().nth(1).is_some_and(|c| "itW".contains(c)))
+        .map(|(p, _)| p)
+        .collect();
+    let bare = |p: &str| p.split(':').next().unwrap_or(p).to_string();
+    let configured: BTreeSet<String> = configured.iter().flat_map(|p| [p.to_string(), bare(p)]).collect();
+    candidates
+        .iter()
+        .zip(&dirs)
+        .filter(|(_, dir)| owned.get(dir.as_str()).is_some_and(|ps| ps.iter().any(|p| !configured.contains(p))))
+        .map(|((k, _), _)| k.clone())
+        .collect()
+}
+
+/// `dpkg-query -S` output: path -> the packages that own it ("pkg1, pkg2: /path"; diversion lines
+/// are not ownership).
+pub fn parse_search(text: &str) -> BTreeMap<&str, Vec<String>> {
+    let mut owned = BTreeMap::new();
+    for line in text.lines() {
+        if line.starts_with("diversion by ") || line.starts_with("local diversion ") {
+            continue;
+        }
+        if let Some((pkgs, path)) = line.split_once(": ") {
+            let list = pkgs.split(", ").map(str::trim).filter(|p| !p.is_empty()).map(str::to_string);
+            owned.entry(path.trim()).or_insert_with(Vec::new).extend(list);
+        }
+    }
+    owned
+}
+
+/// How a kernel hook hands off on this system now (`handoff`).
+fn handoff_of(root: &Root, env: &DebEnv) -> Handoff {
+    let status = env.package.as_ref().and_then(|_| dpkg_status(root));
+    handoff(env, status.as_deref())
 }
 
 /// `hook debian-headers-postinst KVER`: headers-changed, forced when the same KVER is configured
@@ -117,7 +211,7 @@ pub fn headers_postinst(root: &Root, env: &DebEnv, args: &[String], load: Load) 
         ancestors::find_params(start, pkg, |pid| ancestors::read_proc(Path::new(PROC_DIR), pid))
     });
     let source = format!("{}:header_postinst.d", env.package.as_deref().unwrap_or("manual"));
-    record_and_hand_off(root, env, Intent::HeadersChanged { kernel: kver, force }, &source, load)
+    record_and_hand_off(root, env, Intent::HeadersChanged { kernel: kver, force }, &source, load, None)
 }
 
 /// `hook debian-kernel-prerm KVER [IMAGE]`: the kernel's DKMS builds are removed now (its files go
@@ -165,7 +259,7 @@ pub fn module_postinst(root: &Root, env: &DebEnv, args: &[String], load: Load) -
     forget_unusable(root, name, version);
     let source = format!("{}:common.postinst", env.package.as_deref().unwrap_or("manual"));
     let intent = Intent::ModuleChanged { module: name.clone(), version: version.clone() };
-    record_and_hand_off(root, env, intent, &source, load)
+    record_and_hand_off(root, env, intent, &source, load, None)
 }
 
 /// Reports an unusable source: an error the first time for this state of it (`state`, the source
@@ -197,13 +291,21 @@ pub fn forget_unusable(root: &Root, name: &str, version: &str) {
 /// Records, then hands off. Exit status policy (docs/debian.md, "Hook exit status"): nothing
 /// recorded is 1, so that dpkg leaves the kernel package half-configured and runs the hook again;
 /// after that, 0 whatever the finalizer says (a module never fails a kernel's configuration).
-fn record_and_hand_off(root: &Root, env: &DebEnv, intent: Intent, source: &str, load: Load) -> Result<Code> {
+///
+/// `follows`: the kernel whose initramfs a hook after ours makes; a finalize run here leaves it.
+fn record_and_hand_off(
+    root: &Root,
+    env: &DebEnv,
+    intent: Intent,
+    source: &str,
+    load: Load,
+    follows: Option<&str>,
+) -> Result<Code> {
     if let Err(e) = record(root, std::slice::from_ref(&intent), source) {
         eprintln!("dkms-trigger: error: could not record {intent}: {e:#}");
         return Ok(Code::Failure);
     }
-    let status = env.package.as_ref().and_then(|_| dpkg_status(root));
-    if handoff(env, status.as_deref()) == Handoff::Trigger {
+    if handoff_of(root, env) == Handoff::Trigger {
         let mut c = Cmd::new("dpkg-trigger");
         if !root.is_host() {
             c = c.arg(format!("--root={}", root.dir().display()));
@@ -214,7 +316,11 @@ fn record_and_hand_off(root: &Root, env: &DebEnv, intent: Intent, source: &str, 
             Err(e) => warn(format!("{e:#}; finalizing now")),
         }
     }
-    finalize_or_warn(root, load);
+    let opts = finalize::Options {
+        initramfs_follows: follows.into_iter().map(str::to_string).collect(),
+        ..Default::default()
+    };
+    finalize_or_warn(root, load, &opts);
     Ok(Code::Ok)
 }
 

@@ -12,12 +12,15 @@
 
 use super::{finalize_or_warn, kernel_arg, record, record_paths, remove_kernel_or_warn, remove_paths, warn, Load};
 use crate::exit::Code;
+use crate::finalize;
 use crate::intent::Intent;
-use crate::paths::RPM_STATE_DIR;
+use crate::paths::{self, RPM_STATE_DIR};
+use crate::root::MetadataExt;
 use crate::root::{self, Root};
 use anyhow::{Context, Result};
 use regex::Regex;
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::sync::OnceLock;
 
 /// The scriptlets of rpm/dkms-trigger.spec that call `hook rpm`.
@@ -60,7 +63,7 @@ pub fn scriptlet(root: &Root, which: Scriptlet, tx: u32, input: &str, load: Load
         }),
         Scriptlet::Transfiletriggerin => {
             let forgotten = forget(root);
-            finalize_or_warn(root, load);
+            finalize_or_warn(root, load, &finalize::Options::default());
             forgotten
         }
         Scriptlet::Transfiletriggerpostun => forget(root),
@@ -148,6 +151,24 @@ fn forget(root: &Root) -> Result<()> {
     Ok(())
 }
 
+/// Whether kernel-install runs an initramfs plugin (dracut's, 50-dracut.install on Fedora) after
+/// ours: plugins run in lexical order of their names over both directories, and a name in
+/// /etc/kernel/install.d replaces the same name in /usr/lib (a link to /dev/null disables it).
+pub fn initramfs_plugin_after_ours(root: &Root) -> bool {
+    let [etc, lib] = paths::KERNEL_INSTALL_DIRS;
+    let names: BTreeSet<String> = [etc, lib]
+        .iter()
+        .flat_map(|d| root.list(d).unwrap_or_default())
+        .map(|n| n.to_string_lossy().into_owned())
+        .filter(|n| n.as_str() > paths::OUR_KERNEL_INSTALL_PLUGIN && n.ends_with(".install") && n.contains("dracut"))
+        .collect();
+    names.iter().any(|n| {
+        let masked = root.read_link(Path::new(etc).join(n)).is_ok_and(|t| t == Path::new("/dev/null"));
+        let file = [etc, lib].iter().map(|d| Path::new(d).join(n)).find(|p| root.exists(p));
+        !masked && file.is_some_and(|p| root.stat(p).is_ok_and(|m| m.mode() & 0o111 != 0))
+    })
+}
+
 /// `hook kernel-install COMMAND KVER [ENTRY_DIR [IMAGE [INITRD...]]]`. `add` records the kernel and
 /// finalizes, so that its DKMS modules are built and installed before 50-dracut.install makes its
 /// initramfs (plugins run in lexical order); `remove` removes its builds now. Always exit 0: 77
@@ -164,7 +185,14 @@ pub fn kernel_install(root: &Root, args: &[String], load: Load) -> Result<Code> 
             if let Err(e) = record(root, &[Intent::KernelAdded { kernel: kver.clone() }], "kernel-install:add") {
                 warn(format!("could not record kernel {kver}: {e:#}"));
             }
-            finalize_or_warn(root, load);
+            // The initramfs plugin that runs next makes the image, with the modules built here:
+            // making it here too would make it twice.
+            let follows = initramfs_plugin_after_ours(root).then(|| kver.clone());
+            finalize_or_warn(
+                root,
+                load,
+                &finalize::Options { initramfs_follows: follows.into_iter().collect(), ..Default::default() },
+            );
         }
         "remove" => {
             let Some(kver) = kernel_arg("kernel-install", rest, "nothing removed") else { return Ok(Code::Ok) };
