@@ -1037,6 +1037,113 @@ fn installing_or_reinstalling_a_kernel_image_leaves_its_modules_built_once_by_th
     assert_eq!(stage.ko_times().get(&hand), before.get(&hand), "the hand-built module is untouched");
 }
 
+both!(a_new_kernels_initramfs_is_made_once_and_holds_its_modules);
+/// Issue 14 (2): a kernel installed with its headers in one apt run gets one initramfs, made by
+/// initramfs-tools' postinst.d hook after ours built the modules (a module listed in
+/// /etc/initramfs-tools/modules is in it); the modules of a package configured later in the same
+/// run are built at its end, which then remakes the image once. Installed first without headers
+/// (Debian 13: image alone), the kernel's image is made once without modules; the headers' apt run
+/// builds them and remakes the image once, with the listed module. A wrapper around mkinitramfs
+/// counts generations and notes whether the module was installed when each began.
+fn a_new_kernels_initramfs_is_made_once_and_holds_its_modules(rel: Rel) {
+    let e = env(rel);
+    let stage = Stage::child(&s1(rel).stage, "initramfs");
+    stage
+        .sh("apt-get install -y initramfs-tools >/dev/null
+             $T/mkmodule.sh initmod 1.0 >/dev/null
+             $T/mkmodule.sh latemod 1.0 --depends linux-image-$K1 >/dev/null
+             apt-get install -y /root/debs/initmod-dkms_1.0-1_all.deb >/dev/null
+             echo initmod >>/etc/initramfs-tools/modules
+             dpkg-divert --local --rename --divert /usr/sbin/mkinitramfs.real --add /usr/sbin/mkinitramfs >/dev/null
+             cat >/usr/sbin/mkinitramfs <<'EOT'
+#!/bin/sh
+# Test wrapper: one line per generation, with whether initmod was installed for the kernel then.
+for v; do :; done
+m=no; ls /lib/modules/$v/updates/dkms/initmod.ko* >/dev/null 2>&1 && m=yes
+echo \"mkinitramfs $v initmod=$m by=${DPKG_MAINTSCRIPT_PACKAGE:--}\" >>/var/log/mkinitramfs-count.log
+exec /usr/sbin/mkinitramfs.real \"$@\"
+EOT
+             chmod 0755 /usr/sbin/mkinitramfs")
+        .ok("initramfs-tools, the modules and the counting wrapper");
+    let generations = |stage: &Stage| -> Vec<String> {
+        let o = stage.sh("cat /var/log/mkinitramfs-count.log 2>/dev/null || true");
+        o.stdout.lines().filter(|l| l.contains(&format!(" {} ", e.k1))).map(str::to_string).collect()
+    };
+    let in_image = |stage: &Stage| {
+        let o = stage.sh("lsinitramfs /boot/initrd.img-$K1 | grep -c '/initmod\\.ko' || true");
+        o.stdout.trim().parse::<u32>().unwrap_or(0) > 0
+    };
+    // apt leaves a package that is not installed alone; latemod-dkms goes with the image.
+    let purge = |stage: &Stage| {
+        stage
+            .sh("apt-get purge -y linux-headers-$K1 linux-image-$K1 >/dev/null; rm -f /var/log/mkinitramfs-count.log")
+            .ok("purging the K1 kernel");
+    };
+
+    // (a) image and headers together, with a module package configured after the kernel (it
+    // depends on the headers, so dpkg configures it last): initmod is built by the image's hook,
+    // before the one generation that matters; latemod at the end, which makes the image again.
+    purge(&stage);
+    let n = stage.builds().len();
+    let apt = stage.sh("apt-get install -y linux-image-$K1 linux-headers-$K1");
+    apt.ok("installing the K1 image and headers together");
+    let gens = generations(&stage);
+    eprintln!("deb_e2e: {}: image+headers apt run: {:.1}s, initramfs generations: {gens:?}", rel.suite(), apt.secs);
+    assert_eq!(gens.len(), 1, "one generation: {gens:?}\n{}", apt.show());
+    assert!(gens[0].contains("initmod=yes"), "the module was installed before the image was made: {gens:?}");
+    assert!(in_image(&stage), "initmod is in the image");
+    let builds = stage.builds()[n..].to_vec();
+    let want: Vec<(&str, &str)> = AUTO.iter().chain(["initmod"].iter()).map(|m| (*m, e.k1.as_str())).collect();
+    assert_eq!(count(&builds), pairs(&want), "each module once: {builds:?}");
+    let image_pkg = format!("linux-image-{}", e.k1);
+    assert!(builds.iter().all(|b| b.by == image_pkg), "all built by the image's hook: {builds:?}");
+
+    // The same, with a module package that comes in the same run (it depends on the image, so
+    // dpkg configures it after the image's hooks ran): its module waits for the end, which makes
+    // the image once more (a kernel installed in this run: whatever its hooks put in the image).
+    purge(&stage);
+    let n = stage.builds().len();
+    let apt = stage.sh("apt-get install -y linux-image-$K1 linux-headers-$K1 /root/debs/latemod-dkms_1.0-1_all.deb");
+    apt.ok("installing the K1 kernel and a new module package together");
+    let gens = generations(&stage);
+    eprintln!(
+        "deb_e2e: {}: image+headers+module apt run: {:.1}s, initramfs generations: {gens:?}",
+        rel.suite(),
+        apt.secs
+    );
+    assert!(gens.len() <= 2 && gens.iter().all(|g| g.contains("initmod=yes")), "{gens:?}\n{}", apt.show());
+    assert!(in_image(&stage), "initmod is in the image");
+    let builds = stage.builds()[n..].to_vec();
+    let mut want: Vec<(&str, &str)> =
+        AUTO.iter().chain(["initmod", "latemod"].iter()).map(|m| (*m, e.k1.as_str())).collect();
+    want.push(("latemod", e.k2.as_str()));
+    assert_eq!(count(&builds), pairs(&want), "each module once, the new one for every kernel: {builds:?}");
+    assert!(
+        builds.iter().any(|b| b.module == "latemod" && b.by == "dkms-trigger"),
+        "the new package's module is built by the trigger, at the end: {builds:?}"
+    );
+
+    // (b) the image first, the headers in a later apt run.
+    purge(&stage);
+    let apt = stage.sh("apt-get install -y linux-image-$K1");
+    apt.ok("installing the K1 image alone");
+    let gens = generations(&stage);
+    assert_eq!(gens.len(), 1, "{gens:?}\n{}", apt.show());
+    assert!(gens[0].contains("initmod=no"), "no headers, no module yet: {gens:?}");
+    stage.sh("rm -f /var/log/mkinitramfs-count.log").ok("resetting the count");
+    let n = stage.builds().len();
+    let apt = stage.sh("apt-get install -y linux-headers-$K1");
+    apt.ok("installing the K1 headers later");
+    let gens = generations(&stage);
+    eprintln!("deb_e2e: {}: headers-later apt run: {:.1}s, initramfs generations: {gens:?}", rel.suite(), apt.secs);
+    assert_eq!(gens.len(), 1, "one generation, by the finalize, with the module: {gens:?}\n{}", apt.show());
+    assert!(gens[0].contains("initmod=yes"), "{gens:?}");
+    assert!(in_image(&stage), "initmod is in the image");
+    let builds = stage.builds()[n..].to_vec();
+    let want: Vec<(&str, &str)> = AUTO.iter().chain(["initmod"].iter()).map(|m| (*m, e.k1.as_str())).collect();
+    assert_eq!(count(&builds), pairs(&want), "each module once: {builds:?}");
+}
+
 both!(removing_the_package_gives_autoinstall_back_to_dkms);
 fn removing_the_package_gives_autoinstall_back_to_dkms(rel: Rel) {
     let e = env(rel);

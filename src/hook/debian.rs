@@ -127,7 +127,7 @@ pub fn kernel_postinst(root: &Root, env: &DebEnv, args: &[String], load: Load) -
 }
 
 /// The initramfs hook of /etc/kernel/postinst.d that run-parts runs after ours, if any.
-fn initramfs_hook_after_ours(root: &Root) -> Option<&'static str> {
+pub fn initramfs_hook_after_ours(root: &Root) -> Option<&'static str> {
     paths::DEBIAN_INITRAMFS_HOOKS.into_iter().filter(|h| *h > paths::OUR_KERNEL_HOOK).find(|h| {
         root.stat(Path::new(paths::KERNEL_POSTINST_DIR).join(h)).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0)
     })

@@ -333,3 +333,42 @@ fn an_unusable_source_is_an_error_once_per_state_of_it_then_a_warning() {
     assert_eq!(odd("../x 1.0"), crate::exit::Code::Ok);
     assert_eq!(odd("binonly 1.0"), crate::exit::Code::Ok);
 }
+
+#[test]
+fn dpkg_query_search_output_is_read_per_path() {
+    let text = "diversion by dkms-trigger from: /usr/lib/dkms/common.postinst\n\
+        diversion by dkms-trigger to: /usr/lib/dkms/common.postinst.dkms\n\
+        foo-dkms: /usr/src/foo-1.0\n\
+        bar-dkms:amd64, baz-dkms: /usr/src/bar-2.0\n";
+    let got = debian::parse_search(text);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got["/usr/src/foo-1.0"], ["foo-dkms"]);
+    assert_eq!(got["/usr/src/bar-2.0"], ["bar-dkms:amd64", "baz-dkms"]);
+}
+
+#[test]
+fn an_initramfs_hook_or_plugin_after_ours_is_found() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let root = Root::open(t.path()).unwrap();
+    let exe = |rel: &str| {
+        put(t.path(), rel, "#!/bin/sh\n");
+        std::fs::set_permissions(t.path().join(rel), std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    // Debian: run-parts order in /etc/kernel/postinst.d; only executables run.
+    assert_eq!(debian::initramfs_hook_after_ours(&root), None);
+    put(t.path(), "etc/kernel/postinst.d/initramfs-tools", "not executable");
+    assert_eq!(debian::initramfs_hook_after_ours(&root), None, "run-parts skips it");
+    exe("etc/kernel/postinst.d/initramfs-tools");
+    exe("etc/kernel/postinst.d/zz-update-grub");
+    assert_eq!(debian::initramfs_hook_after_ours(&root), Some("initramfs-tools"));
+    // kernel-install: any dracut plugin after 45-dkms-trigger.install, /etc masking /usr/lib.
+    assert!(!rpm::initramfs_plugin_after_ours(&root));
+    exe("usr/lib/kernel/install.d/40-dracut-early.install");
+    assert!(!rpm::initramfs_plugin_after_ours(&root), "before ours: the image predates the modules");
+    exe("usr/lib/kernel/install.d/50-dracut.install");
+    assert!(rpm::initramfs_plugin_after_ours(&root));
+    mkdir(t.path(), "etc/kernel/install.d");
+    symlink("/dev/null", t.path().join("etc/kernel/install.d/50-dracut.install")).unwrap();
+    assert!(!rpm::initramfs_plugin_after_ours(&root), "masked in /etc");
+}
