@@ -13,7 +13,7 @@ use crate::fingerprint::Fingerprint;
 use crate::intent::Intent;
 use crate::inventory::{Inventory, Module};
 use crate::plan::{Action, EventClass, Job, KernelSteps, Plan, SkipKind};
-use crate::state::{Outcome, State};
+use crate::state::{Outcome, PairState, State};
 use crate::version;
 use std::collections::BTreeMap;
 
@@ -419,6 +419,24 @@ impl<'a> Planner<'a> {
         (cur.newest_input_ms > b.built_ms).then(|| vec!["inputs newer than the build".to_string()])
     }
 
+    /// A failure of a build ahead of the transaction's end (`finalize::early`, after every input
+    /// of the pair was unpacked) that nothing has changed since: this finalize reports it under
+    /// its own failure policy instead of building again (each pair at most once per
+    /// transaction). Changed inputs (a compiler or kbuild unpacked later), a transient failure
+    /// and `--retry-failed` build it again.
+    fn carried_early_failure(&self, prev: Option<&PairState>, print: Option<&Fingerprint>) -> Option<String> {
+        let ps = prev.filter(|s| s.result == Outcome::Failed && s.early && !s.transient)?;
+        if self.input.retry_failed {
+            return None;
+        }
+        let same = match (&ps.fingerprint, print) {
+            (Some(a), Some(b)) => a.changed_parts(b).is_empty(),
+            _ => false,
+        };
+        let why = ps.reason.as_deref().unwrap_or("failed");
+        same.then(|| format!("{why} (built ahead of this transaction's end with the same inputs; not built again)"))
+    }
+
     /// Turns a want into a job, or None when the pair is up to date (or must not be retried).
     fn resolve(&mut self, kernel: &str, name: &str, w: &Want) -> Option<Job> {
         let k = self.inv.kernels.get(kernel)?;
@@ -482,6 +500,10 @@ impl<'a> Planner<'a> {
         let stale = self.stale(m, kernel, &k.arch, print.as_ref());
         job.print = print.clone();
         let prev = self.input.state.get(name, &w.version, kernel, &k.arch);
+        if let Some(reason) = self.carried_early_failure(prev, print.as_ref()) {
+            job.action = Action::Fail { reason };
+            return Some(job);
+        }
         if w.mode != Mode::Force && !w.retry && !self.input.retry_failed {
             if let Some(ps) = prev.filter(|s| s.result == Outcome::Failed && !s.transient) {
                 let same = match (&ps.fingerprint, &print) {

@@ -57,6 +57,10 @@ pub struct PairState {
     /// be written): the next finalize retries it by itself.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub transient: bool,
+    /// A failure of a build ahead of its transaction's end (`finalize::early`): that transaction's
+    /// finalize reports it, and builds the pair again only if its inputs changed since.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub early: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -142,6 +146,7 @@ mod tests {
                 log: None,
                 fingerprint: Some(fp),
                 transient: false,
+                early: false,
             },
         );
         s.pairs.insert(
@@ -154,6 +159,7 @@ mod tests {
                 log: Some("var/log/dkms-trigger/r1/bad.log".into()),
                 fingerprint: None,
                 transient: false,
+                early: false,
             },
         );
         let text = s.render();

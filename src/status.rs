@@ -271,6 +271,8 @@ fn pair(inv: &Inventory, state: &State, pending: &Plan, name: &str, versions: &[
 fn retry_note(s: &PairState) -> &'static str {
     if s.transient {
         "not the module's own failure: the next finalize retries it"
+    } else if s.early {
+        "failed ahead of its transaction's end; retried when its inputs change, or with `dkms-trigger finalize --retry-failed`"
     } else {
         "retried when its inputs change, or with `dkms-trigger finalize --retry-failed`"
     }

@@ -634,11 +634,18 @@ fn s1_one_apt_run_builds_both_dependent_modules_for_every_kernel_once_after_conf
     // dpkg configured the dependent before its dependency (the S1 trap).
     let pos = |what: &str| s.dpkg_log.find(what).unwrap_or_else(|| panic!("{what} in dpkg.log:\n{}", s.dpkg_log));
     assert!(pos("configure tuser-dkms") < pos("configure tbase-dkms"), "{}", s.dpkg_log);
-    // Each pair exactly once, all by the trigger's finalizer (nothing inside a package's own
-    // maintainer script), the dependency first on every kernel.
+    // Each pair exactly once, the dependency first on every kernel. tbase and tuser, configured
+    // in this run, are built by the trigger's finalizer (nothing inside a package's own
+    // maintainer script); pre, configured before, may be built by K2's kernel hook ahead of the
+    // initramfs (Debian 13, whose headers bring in the image) or by the finalizer.
     let want = pairs(&[("pre", &e.k2), ("tbase", &e.k1), ("tbase", &e.k2), ("tuser", &e.k1), ("tuser", &e.k2)]);
     assert_eq!(count(&s.builds), want, "{:?}\n{}", s.builds, s.apt.show());
-    assert!(s.builds.iter().all(|b| b.by == "dkms-trigger"), "{:?}", s.builds);
+    let k2_image = format!("linux-image-{}", e.k2);
+    assert!(
+        s.builds.iter().all(|b| b.by == "dkms-trigger" || (b.module == "pre" && b.by == k2_image)),
+        "{:?}",
+        s.builds
+    );
     for k in [&e.k1, &e.k2] {
         let at = |m: &str| s.builds.iter().position(|b| b.module == m && &b.kernel == k).unwrap();
         assert!(at("tbase") < at("tuser"), "tbase before tuser on {k}: {:?}", s.builds);
@@ -677,6 +684,11 @@ fn s3_module_failing_on_one_kernel_warns_and_a_failing_module_upgrade_fails_its_
     let warn = apt.all().lines().filter(|l| l.contains("warning") && l.contains("flaky") && l.contains(&e.k2)).count();
     assert!(warn >= 1, "a visible warning about flaky on {}: {}", e.k2, apt.show());
     assert_eq!(count(&stage.builds()[n..]), pairs(&[("flaky", &e.k2), ("pre", &e.k2)]), "the other modules are built");
+    // Debian 13's headers bring in K2's image, whose kernel hook tries flaky ahead of the
+    // initramfs: the trigger's finalize reports that failure rather than building it again.
+    if apt.all().contains("the finalize at the end of this transaction reports it") {
+        assert!(apt.all().contains("not built again"), "{}", apt.show());
+    }
     let st = stage.dkms_status();
     assert_eq!(st.get(&format!("pre/1.0 {}", e.k2)).map(String::as_str), Some("installed"), "{st:?}");
     let status = stage.sh("dkms-trigger status");
@@ -1026,7 +1038,11 @@ fn installing_or_reinstalling_a_kernel_image_leaves_its_modules_built_once_by_th
     let want: Vec<(&str, &str)> =
         if stock_preinst { AUTO.iter().map(|m| (*m, e.k1.as_str())).collect() } else { vec![] };
     assert_eq!(count(&builds), pairs(&want), "{builds:?}\n{}", apt.show());
-    assert!(builds.iter().all(|b| b.by == "dkms-trigger"), "{builds:?}");
+    // By the finalizer, or by the image's own kernel hook ahead of its initramfs (docs/debian.md,
+    // "One initramfs generation"): never by a module package, and the image made once.
+    let image = format!("linux-image-{}", e.k1);
+    assert!(builds.iter().all(|b| b.by == "dkms-trigger" || b.by == image), "{builds:?}");
+    assert_eq!(initramfs, 1, "one initramfs generation: {}", apt.show());
     let st = stage.dkms_status();
     for m in AUTO.iter().chain(["handmade"].iter()) {
         for k in [&e.k1, &e.k2] {

@@ -58,8 +58,8 @@ pub struct Context<'a> {
     pub cpus: usize,
     /// Kernels installed in this transaction: their initramfs was made before their modules.
     pub added_kernels: BTreeSet<String>,
-    /// Builds ahead of the transaction's finalize (`finalize::early`): a failure is transient
-    /// (that finalize tries again) and only a warning.
+    /// Builds ahead of the transaction's finalize (`finalize::early`): a failure is only a
+    /// warning, recorded as early (that finalize reports it under its policy).
     pub early: bool,
 }
 

@@ -84,11 +84,16 @@ impl<'a> Sink<'a> {
             Action::Fail { reason } => (Outcome::Failed, reason.clone()),
             _ => unreachable!("only jobs that run nothing"),
         };
+        // A failure carried from a build ahead of the transaction's end keeps that build's log.
+        let log = match &j.action {
+            Action::Fail { .. } => self.state.pairs.get(&j.key()).filter(|p| p.early).and_then(|p| p.log.clone()),
+            _ => None,
+        };
         let report = JobReport {
             index: i,
             outcome,
             detail: Some(detail),
-            log: None,
+            log,
             duration: Duration::ZERO,
             error: false,
             transient: false,
@@ -111,6 +116,7 @@ impl<'a> Sink<'a> {
                 // Keep what was known, so an interrupted job does not forget the last good build.
                 fingerprint: previous.and_then(|p| p.fingerprint),
                 transient: false,
+                early: false,
             },
         );
         self.store()
@@ -214,10 +220,10 @@ impl<'a> Sink<'a> {
     }
 
     /// Prints a job's line (and its warning or error), applies the failure policy, records it.
-    fn report(&mut self, j: &Job, mut report: JobReport, counter: Option<usize>) {
-        // Ahead of the transaction's end, a failure may be the transaction's (a package not
-        // configured yet): its finalize tries again.
-        report.transient |= self.ctx.early && report.outcome == Outcome::Failed;
+    fn report(&mut self, j: &Job, report: JobReport, counter: Option<usize>) {
+        // Ahead of the transaction's end: its finalize reports the failure, and builds the pair
+        // again only if its inputs change before then (planner: `carried_early_failure`).
+        let early = self.ctx.early && report.outcome == Outcome::Failed;
         let previous = self.state.pairs.get(&j.key()).map(|p| p.result);
         let report = announce(self.ctx, j, report, counter.map(|i| (i, self.total)), previous);
         let fingerprint = match report.outcome {
@@ -236,6 +242,7 @@ impl<'a> Sink<'a> {
                 log: report.log.clone(),
                 fingerprint,
                 transient: report.transient,
+                early,
             },
         );
         if report.error {
@@ -277,7 +284,7 @@ fn announce(
         Outcome::Failed => {
             ui::info(format!("{what} ... FAILED{secs}"));
             let retry = match (ctx.early, r.transient) {
-                (true, _) => " (the finalize at the end of this transaction tries again)",
+                (true, _) => " (the finalize at the end of this transaction reports it, and builds it again if its inputs change before then)",
                 (false, true) => " (not the module's own failure: the next finalize tries again)",
                 (false, false) => "",
             };

@@ -102,6 +102,7 @@ impl Sys {
                 log: None,
                 fingerprint: print,
                 transient: false,
+                early: false,
             },
         );
     }
@@ -862,4 +863,45 @@ fn failures_that_were_not_the_modules_are_retried_by_the_next_finalize_by_themse
         revisit: false,
     });
     assert!(later.jobs.is_empty());
+}
+
+#[test]
+fn a_failure_ahead_of_the_transactions_end_is_reported_not_built_again_unless_its_inputs_change() {
+    let key = PairKey { module: "hello".into(), version: "1.0".into(), kernel: K2.into(), arch: "x86_64".into() };
+    let early_failure = |s: &mut Sys| {
+        let print = s.inv.pair_print(&s.inv.modules[&("hello".into(), "1.0".into())], K2);
+        s.record("hello", "1.0", K2, Outcome::Failed, print);
+        s.state.pairs.get_mut(&key).unwrap().early = true;
+    };
+    let intents = [Intent::KernelAdded { kernel: K2.into() }, headers(K2, false)];
+    // Same inputs: one job, a failure decided by the planner, under the event's own class.
+    let mut s = two_kernels_hello();
+    early_failure(&mut s);
+    let p = s.plan(&intents);
+    assert_eq!(p.jobs.len(), 1, "{:?}", lines(&p));
+    match &p.jobs[0].action {
+        Action::Fail { reason } => {
+            assert!(reason.contains("make failed") && reason.contains("not built again"), "{reason}")
+        }
+        a => panic!("carried as a failure, not {a:?}"),
+    }
+    assert_eq!(p.jobs[0].class, EventClass::Kernel);
+    // A module event keeps its class, so that its failure policy (error) applies.
+    let p = s.plan(&[module_changed("hello", "1.0")]);
+    let j = p.jobs.iter().find(|j| j.kernel == K2).unwrap();
+    assert!(matches!(j.action, Action::Fail { .. }) && j.class == EventClass::Module, "{:?}", lines(&p));
+    // Inputs changed since (a compiler unpacked after the attempt): built again.
+    let mut s = two_kernels_hello();
+    early_failure(&mut s);
+    s.inv.kernels.get_mut(K2).unwrap().print.parts.insert("compiler".into(), "gcc13".into());
+    assert_eq!(lines(&s.plan(&intents)), vec!["build hello/1.0 6.1.0-47-amd64"]);
+    // --retry-failed builds it again.
+    let mut s = two_kernels_hello();
+    early_failure(&mut s);
+    assert_eq!(lines(&s.plan_with(&intents, true)), vec!["build hello/1.0 6.1.0-47-amd64"]);
+    // Cut short (a timeout, a signal): transient, built again.
+    let mut s = two_kernels_hello();
+    early_failure(&mut s);
+    s.state.pairs.get_mut(&key).unwrap().transient = true;
+    assert_eq!(lines(&s.plan(&intents)), vec!["build hello/1.0 6.1.0-47-amd64"]);
 }
