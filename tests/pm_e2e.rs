@@ -11,12 +11,15 @@
 //!
 //! | step | transaction | expected |
 //! |---|---|---|
-//! | setup | stand-ins of the stock dkms hooks, headers of K1, then dkms-trigger | stock hooks masked |
+//! | setup | stand-ins of the stock dkms hooks and of dracut (rpm) or mkinitcpio (pacman), headers of K1, then dkms-trigger | stock hooks masked |
 //! | a | headers of K2 + pmalpha + pmbeta (BUILD_DEPENDS=pmalpha) | one finalize; each pair built once, pmalpha first; both modules on K1 and K2 |
 //! | b | reinstall (rpm) / same-KVER upgrade (pacman) of K2's headers | forced rebuild on K2 only |
 //! | c | erase pmbeta | its builds gone, one depmod per kernel |
 //! | d | pmbroken (fails to compile) | rpm/pacman exit 0, failure in `dkms-trigger status` |
-//! | e (rpm) | kernel-core of K2 whose %posttrans runs the real kernel-install | modules in place before 50-dracut.install runs; `remove` removes them |
+//! | e (rpm) | kernel-core of K2 whose %posttrans runs the real kernel-install | modules in place before 50-dracut.install runs; one initramfs generation for K2 (stand-in dracut), with them |
+//! | e-reinstall (rpm) | reinstall of that kernel-core (%preun `kernel-install remove`, %posttrans `add`; K2 has an image now) | the same: modules rebuilt before the one generation |
+//! | e-remove (rpm) | erase of kernel-core (`kernel-install remove`) | K2's modules removed |
+//! | e (pacman) | kernel package of K2 (its vmlinuz and modules.order) | modules built by the finalize hook before the stand-in 90-mkinitcpio-install.hook's one generation for K2 |
 //! | g | pmalpha 1.0 -> 1.1 | old version removed, new one built |
 //! | f | erase dkms-trigger | masks gone, modules stay |
 //!
@@ -123,7 +126,10 @@ struct Step {
     dkms_calls: Vec<String>,
     depmod_calls: Vec<String>,
     stock: Vec<String>,
+    /// The stand-in dracut plugin's and dracut's lines (tests/pm/fixtures.sh).
     dracut: Vec<String>,
+    /// The stand-in mkinitcpio's lines.
+    mkinitcpio: Vec<String>,
     runs: Vec<String>,
     facts: BTreeMap<String, String>,
 }
@@ -205,6 +211,7 @@ impl Env {
             depmod_calls: lines(&dir.join("depmod.log")),
             stock: lines(&dir.join("stock.log")),
             dracut: lines(&dir.join("dracut.log")),
+            mkinitcpio: lines(&dir.join("mkinitcpio.log")),
             runs: lines(&dir.join("runs")),
             facts,
             pm: self.pm.clone(),
@@ -224,6 +231,7 @@ impl Env {
             depmod_calls: tail(&last.depmod_calls, &prev.depmod_calls),
             stock: tail(&last.stock, &prev.stock),
             dracut: tail(&last.dracut, &prev.dracut),
+            mkinitcpio: tail(&last.mkinitcpio, &prev.mkinitcpio),
             runs: last.runs.iter().filter(|r| !prev.runs.contains(r)).cloned().collect(),
             ..last.clone()
         }
@@ -266,8 +274,19 @@ fn cell(status: &Value, module: &str, kernel: &str) -> (String, String) {
 
 fn ctx(s: &Step) -> String {
     format!(
-        "{} step {} (rc {}):\n--- output\n{}\n--- status\n{:#}\n--- builds {:?}\n--- dkms {:#?}\n--- depmod {:#?}\n--- runs {:?}\n--- facts {:?}",
-        s.pm, s.name, s.rc, s.output, s.status, s.builds, s.dkms_calls, s.depmod_calls, s.runs, s.facts
+        "{} step {} (rc {}):\n--- output\n{}\n--- status\n{:#}\n--- builds {:?}\n--- dkms {:#?}\n--- depmod {:#?}\n--- runs {:?}\n--- facts {:?}\n--- dracut {:#?}\n--- mkinitcpio {:#?}",
+        s.pm,
+        s.name,
+        s.rc,
+        s.output,
+        s.status,
+        s.builds,
+        s.dkms_calls,
+        s.depmod_calls,
+        s.runs,
+        s.facts,
+        s.dracut,
+        s.mkinitcpio
     )
 }
 
@@ -291,6 +310,26 @@ fn check_one_transaction(env: &Env) {
     assert_eq!(s.builds.len(), 4, "nothing else built anything (module scriptlets, stock hooks): {c}");
     no_autoinstall(&s);
     assert!(s.stock.is_empty(), "the stock dkms hooks are masked: {c}");
+}
+
+/// The initramfs generations for `kernel` among a stand-in tool's log lines (`tool` is the program
+/// name each generation's line starts with: "dracut", "mkinitcpio"; tests/pm/fixtures.sh): a
+/// kernel version is a whole word of the line (`--kver K`, `-k K`) or in the image's name.
+fn generations(log: &[String], tool: &str, kernel: &str) -> Vec<String> {
+    let image = format!("initramfs-{kernel}.img");
+    log.iter()
+        .filter(|l| l.split_whitespace().next() == Some(tool))
+        .filter(|l| l.split_whitespace().any(|w| w == kernel || w.ends_with(&image)))
+        .cloned()
+        .collect()
+}
+
+/// Exactly one initramfs generation for `kernel` in the last step, and the DKMS module pmalpha was
+/// installed for it at that moment.
+fn one_generation_with_module(s: &Step, log: &[String], tool: &str, kernel: &str) {
+    let g = generations(log, tool, kernel);
+    assert_eq!(g.len(), 1, "exactly one initramfs generation ({tool}) for {kernel}, got {g:?}: {}", ctx(s));
+    assert!(g[0].ends_with(" pmalpha=yes"), "pmalpha was installed for {kernel} when {tool} ran: {g:?}: {}", ctx(s));
 }
 
 /// dkms-trigger never ran `dkms autoinstall` (its dkms calls are logged in the root).
@@ -471,13 +510,30 @@ rpm_ -ivh {}",
     let c = ctx(&d);
     assert_eq!(s.rc, 0, "{c}");
     assert_eq!(
-        d.dracut,
+        d.dracut.iter().filter(|l| l.starts_with("50-dracut.install ")).cloned().collect::<Vec<_>>(),
         vec![format!("50-dracut.install add {} pmalpha=yes", env.k2)],
         "pmalpha was installed for K2 before the initramfs plugin ran: {c}"
     );
+    // The plugin's dracut made K2's image, once: dkms-trigger left it to the plugin (it would
+    // otherwise run its own `dracut --force --kver K2` when K2 has an image).
+    one_generation_with_module(&d, &d.dracut, "dracut", &env.k2);
+    assert_eq!(generations(&d.dracut, "dracut", &env.k1), Vec::<String>::new(), "{c}");
     assert!(d.stock.is_empty(), "40-dkms.install is masked: {c}");
     assert_eq!(count_builds(&d.builds, "pmalpha", &env.k2), 1, "{c}");
     assert_eq!(count_builds(&d.builds, "pmalpha", &env.k1), 0, "{c}");
+    assert_eq!(cell(&d.status, "pmalpha", &env.k2).0, "installed", "{c}");
+    no_autoinstall(&d);
+    // ... a reinstall of kernel-core (`dnf reinstall`): the old package's %preun `kernel-install
+    // remove` removes K2's builds, the new one's %posttrans `kernel-install add` builds them again,
+    // now that K2 has an image (the %ghost that the plugin made): still one generation, with them.
+    let s =
+        env.step("e-reinstall", &with_probe(&env, &format!("rpm_ -v --reinstall {}", env.pkg("pmtest-kernel-core"))));
+    let d = env.since();
+    let c = ctx(&d);
+    assert_eq!(s.rc, 0, "{c}");
+    one_generation_with_module(&d, &d.dracut, "dracut", &env.k2);
+    assert_eq!(generations(&d.dracut, "dracut", &env.k1), Vec::<String>::new(), "{c}");
+    assert_eq!(count_builds(&d.builds, "pmalpha", &env.k2), 1, "{c}");
     assert_eq!(cell(&d.status, "pmalpha", &env.k2).0, "installed", "{c}");
     no_autoinstall(&d);
     // ... and `kernel-install remove` (kernel-core's %preun) removes them.
@@ -517,12 +573,13 @@ fn pacman_transactions(suite: &str) {
     let script = format!(
         "instrument
 mkdir -p $ROOT/var/lib/pacman
-pacman_ -U {} {}
+pacman_ -U {} {} {}
 pacman_ -U {}
 for h in 70-dkms-install 70-dkms-upgrade 71-dkms-remove; do
     fact mask_$h \"$(readlink $ROOT/etc/pacman.d/hooks/$h.hook)\"
 done",
         env.pkg("pmtest-dkms-hooks"),
+        env.pkg("pmtest-mkinitcpio"),
         env.pkg(&format!("pmtest-headers-{k1}-1-1")),
         env.pkg("dkms-trigger-"),
     );
@@ -559,6 +616,29 @@ done",
     // d. a module that fails to compile.
     env.step("d", &with_probe(&env, &format!("pacman_ -U {}", env.pkg("pmbroken-dkms"))));
     check_failed_module(&env);
+
+    // e. a new kernel: Arch's linux package of K2 (its headers are installed). K2's builds are
+    // removed first, so that the finalize hook has something to build; mkinitcpio's hook (90, after
+    // our 72) makes K2's image once, with the modules in place. dkms-trigger makes no image itself.
+    let script = with_probe(
+        &env,
+        &format!(
+            "inroot dkms-trigger remove-kernel $K2
+pacman_ -U {}",
+            env.pkg(&format!("pmtest-linux-{k2}"))
+        ),
+    );
+    let s = env.step("e", &script);
+    let d = env.since();
+    let c = ctx(&d);
+    assert_eq!(s.rc, 0, "{c}");
+    one_generation_with_module(&d, &d.mkinitcpio, "mkinitcpio", &k2);
+    assert_eq!(generations(&d.mkinitcpio, "mkinitcpio", &k1), Vec::<String>::new(), "{c}");
+    assert_eq!(count_builds(&d.builds, "pmalpha", &k2), 1, "{c}");
+    assert_eq!(count_builds(&d.builds, "pmalpha", &k1), 0, "{c}");
+    assert_eq!(cell(&d.status, "pmalpha", &k2).0, "installed", "{c}");
+    assert!(d.stock.is_empty(), "the stock dkms hooks are masked: {c}");
+    no_autoinstall(&d);
 
     // g. a module upgrade to a new version.
     env.step("g", &with_probe(&env, &format!("pacman_ -U {}", env.pkg("pmalpha-dkms-1.1"))));

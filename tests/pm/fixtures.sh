@@ -11,14 +11,17 @@
 #   rpm:    dkms-trigger (make rpm); pmtest-kernel-devel-K for both kernels (the tree in
 #           /usr/src/kernels/K and /usr/lib/modules/K/build -> it, as Fedora's kernel-devel and
 #           kernel-core put them); NAME-dkms per module source (%post: common.postinst, as module
-#           packages do); pmtest-kernel-core-K2 (vmlinuz, modules.order; %posttrans
-#           `kernel-install add`, %preun `kernel-install remove`, as Fedora's kernel-core); and
-#           stand-ins for Fedora's dkms plugin (40-dkms.install) and dracut's (50-dracut.install)
-#           that only log what they see.
+#           packages do); pmtest-kernel-core-K2 (vmlinuz, modules.order, a %ghost
+#           /boot/initramfs-K2.img; %posttrans `kernel-install add`, %preun `kernel-install
+#           remove`, as Fedora's kernel-core); a stand-in for Fedora's dkms plugin (40-dkms.install)
+#           that only logs that it ran; pmtest-dracut: stand-ins for dracut's plugin
+#           (50-dracut.install) and /usr/bin/dracut, which it runs, logging each generation.
 #   pacman: dkms-trigger (make pkg); pmtest-headers-K (the tree in usr/lib/modules/K/build, as
-#           Arch's linux-headers), 1-1 for both kernels and 1-2 for K2; NAME-dkms per module source;
+#           Arch's linux-headers), 1-1 for both kernels and 1-2 for K2; pmtest-linux-K2 (a dummy
+#           vmlinuz and modules.order, as Arch's linux); NAME-dkms per module source;
 #           pmtest-dkms-hooks: stand-ins for Arch's 70-dkms-install.hook, 70-dkms-upgrade.hook and
-#           71-dkms-remove.hook that only log that they ran.
+#           71-dkms-remove.hook that only log that they ran; pmtest-mkinitcpio: stand-ins for
+#           /usr/bin/mkinitcpio and its 90-mkinitcpio-install.hook, logging each generation.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 pm=$1 WORK=$2 BIN=$3 CHECKOUT=$4
@@ -94,8 +97,13 @@ rpm_fixtures() {
     mkdir -p "$t/usr/lib/modules/$K2"
     echo "pmtest kernel image $K2" >"$t/usr/lib/modules/$K2/vmlinuz"
     : >"$t/usr/lib/modules/$K2/modules.order"
+    # The initramfs, as Fedora's kernel-core: a %ghost (not installed, removed with the package)
+    # that 50-dracut.install makes.
+    mkdir -p "$t/boot"
+    : >"$t/boot/initramfs-$K2.img"
     "$mk" --name pmtest-kernel-core --version "${K2//-/_}" --release 1 --tree "$t" --out "$P" \
         --own "/usr/lib/modules/$K2/vmlinuz" --own "/usr/lib/modules/$K2/modules.order" \
+        --own "%ghost /boot/initramfs-$K2.img" \
         --script posttrans "$(script posttrans "kernel-install add $K2 /usr/lib/modules/$K2/vmlinuz")" \
         --script preun "$(script preun "kernel-install remove $K2")" >/dev/null
 
@@ -111,20 +119,55 @@ EOF
     "$mk" --name pmtest-dkms-plugin --version 1 --release 1 --tree "$t" --out "$P" \
         --own /usr/lib/kernel/install.d/40-dkms.install >/dev/null
 
+    # Stand-ins for Fedora's dracut: its kernel-install plugin and the dracut program it runs.
+    # Stand-ins because the real ones cannot work in this Debian root (dracut's Fedora plugin
+    # environment, another distribution's tools); they make no real image. Every generation appends
+    # one line to /var/log/pmtest/dracut.log, saying whether the DKMS module pmalpha was installed
+    # for the kernel at that moment; the image file they write is a placeholder, so that a later
+    # transaction sees the kernel as one that has an initramfs (as on Fedora).
     t=$T/dracut-plugin
-    mkdir -p "$t/usr/lib/kernel/install.d"
+    mkdir -p "$t/usr/lib/kernel/install.d" "$t/usr/bin"
+    cat >"$t/usr/bin/dracut" <<'EOF'
+#!/bin/sh
+# Stand-in for dracut (dkms-trigger tests): one log line per generation, then a placeholder image.
+# Accepts what the plugin and dkms-trigger pass: -f/--force, --kver K, [IMAGE [K]].
+kver="" image="" all="$*"
+while [ $# -gt 0 ]; do
+    case "$1" in
+    -f | --force) ;;
+    --kver) kver=$2; shift ;;
+    -*) ;;
+    *) if [ -z "$image" ]; then image=$1; elif [ -z "$kver" ]; then kver=$1; fi ;;
+    esac
+    shift
+done
+[ -n "$kver" ] || { echo "pmtest dracut: no kernel version" >&2; exit 1; }
+[ -n "$image" ] || image=/boot/initramfs-$kver.img
+if find /lib/modules/"$kver"/updates /lib/modules/"$kver"/extra -name 'pmalpha.ko*' 2>/dev/null | grep -q .; then
+    s=yes
+else
+    s=no
+fi
+mkdir -p /var/log/pmtest "$(dirname "$image")"
+echo "dracut $all pmalpha=$s" >>/var/log/pmtest/dracut.log
+echo "pmtest initramfs of $kver, pmalpha=$s" >"$image"
+EOF
     cat >"$t/usr/lib/kernel/install.d/50-dracut.install" <<'EOF'
 #!/bin/sh
-# Stand-in for dracut's kernel-install plugin (dkms-trigger tests): records whether the DKMS
-# module pmalpha is installed for the kernel at the moment the initramfs would be made.
+# Stand-in for dracut's kernel-install plugin (dkms-trigger tests): on add, logs that it ran and
+# has (stand-in) dracut make the kernel's image, as the real plugin does.
 [ "$1" = add ] || exit 0
-if ls /lib/modules/"$2"/updates/dkms/pmalpha.ko* >/dev/null 2>&1; then s=yes; else s=no; fi
+if find /lib/modules/"$2"/updates /lib/modules/"$2"/extra -name 'pmalpha.ko*' 2>/dev/null | grep -q .; then
+    s=yes
+else
+    s=no
+fi
 echo "50-dracut.install add $2 pmalpha=$s" >>/var/log/pmtest/dracut.log
-exit 0
+exec dracut -f --kver "$2" "/boot/initramfs-$2.img"
 EOF
-    chmod 0755 "$t/usr/lib/kernel/install.d/50-dracut.install"
+    chmod 0755 "$t/usr/lib/kernel/install.d/50-dracut.install" "$t/usr/bin/dracut"
     "$mk" --name pmtest-dracut --version 1 --release 1 --tree "$t" --out "$P" \
-        --own /usr/lib/kernel/install.d/50-dracut.install >/dev/null
+        --own /usr/lib/kernel/install.d/50-dracut.install --own /usr/bin/dracut >/dev/null
 }
 
 pacman_fixtures() {
@@ -174,6 +217,87 @@ Exec = /bin/sh -c 'mkdir -p /var/log/pmtest && echo $h >>/var/log/pmtest/stock.l
 EOF
     done
     "$mk" --name pmtest-dkms-hooks --version 1-1 --root "$t" --out "$P/pmtest-dkms-hooks-1-1-any.pkg.tar.zst" >/dev/null
+
+    # A stand-in kernel package for K2, as Arch's linux: the image (a dummy file: no kernel boots
+    # here) and modules.order. Its headers are pmtest-headers-K2.
+    t=$T/linux-$K2
+    mkdir -p "$t/usr/lib/modules/$K2"
+    echo "pmtest kernel image $K2" >"$t/usr/lib/modules/$K2/vmlinuz"
+    : >"$t/usr/lib/modules/$K2/modules.order"
+    "$mk" --name "pmtest-linux-$K2" --version 1-1 --root "$t" --out "$P/pmtest-linux-$K2-1-1-any.pkg.tar.zst" >/dev/null
+
+    # Stand-ins for Arch's mkinitcpio and its 90-mkinitcpio-install.hook: the real mkinitcpio
+    # cannot run in this Debian root (another distribution's tool). The hook has the triggers of
+    # Arch's for what concerns DKMS (a kernel image installed or upgraded: that kernel; module
+    # sources changed: every kernel) and its place in the order (90, after 72-dkms-trigger-finalize);
+    # the stand-in mkinitcpio appends one line per generation to /var/log/pmtest/mkinitcpio.log,
+    # saying whether the DKMS module pmalpha was installed for the kernel at that moment.
+    t=$T/mkinitcpio
+    mkdir -p "$t/usr/bin" "$t/usr/share/libalpm/hooks" "$t/usr/share/libalpm/scripts"
+    cat >"$t/usr/bin/mkinitcpio" <<'EOF'
+#!/bin/sh
+# Stand-in for mkinitcpio (dkms-trigger tests): `mkinitcpio -k KVER -g IMAGE` logs one line and
+# writes a placeholder image.
+kver="" image="" all="$*"
+while [ $# -gt 0 ]; do
+    case "$1" in
+    -k) kver=$2; shift ;;
+    -g) image=$2; shift ;;
+    esac
+    shift
+done
+[ -n "$kver" ] || { echo "pmtest mkinitcpio: no -k KVER" >&2; exit 1; }
+if find /usr/lib/modules/"$kver"/updates /usr/lib/modules/"$kver"/extra -name 'pmalpha.ko*' 2>/dev/null | grep -q .; then
+    s=yes
+else
+    s=no
+fi
+mkdir -p /var/log/pmtest
+echo "mkinitcpio $all pmalpha=$s" >>/var/log/pmtest/mkinitcpio.log
+[ -z "$image" ] || echo "pmtest initramfs of $kver, pmalpha=$s" >"$image"
+EOF
+    cat >"$t/usr/share/libalpm/scripts/pmtest-mkinitcpio-install" <<'EOF'
+#!/bin/sh
+# Stand-in for the script of Arch's 90-mkinitcpio-install.hook (dkms-trigger tests): the matched
+# paths on stdin; a kernel image names its kernel, anything else means every installed kernel.
+# One generation per kernel.
+kernels=""
+while read -r path; do
+    case "$path" in
+    usr/lib/modules/*/vmlinuz) k=${path#usr/lib/modules/}; kernels="$kernels ${k%/vmlinuz}" ;;
+    *) for f in /usr/lib/modules/*/vmlinuz; do
+        [ -f "$f" ] || continue
+        k=${f#/usr/lib/modules/}; kernels="$kernels ${k%/vmlinuz}"
+    done ;;
+    esac
+done
+for k in $(printf '%s\n' $kernels | sort -u); do
+    mkinitcpio -k "$k" -g "/boot/initramfs-$k.img"
+done
+EOF
+    chmod 0755 "$t/usr/bin/mkinitcpio" "$t/usr/share/libalpm/scripts/pmtest-mkinitcpio-install"
+    cat >"$t/usr/share/libalpm/hooks/90-mkinitcpio-install.hook" <<'EOF'
+# Stand-in for Arch's 90-mkinitcpio-install.hook (dkms-trigger tests).
+[Trigger]
+Type = Path
+Operation = Install
+Operation = Upgrade
+Operation = Remove
+Target = usr/src/*/dkms.conf
+
+[Trigger]
+Type = Path
+Operation = Install
+Operation = Upgrade
+Target = usr/lib/modules/*/vmlinuz
+
+[Action]
+Description = pmtest: updating initramfs images (mkinitcpio stand-in)...
+When = PostTransaction
+Exec = /usr/share/libalpm/scripts/pmtest-mkinitcpio-install
+NeedsTargets
+EOF
+    "$mk" --name pmtest-mkinitcpio --version 1-1 --root "$t" --out "$P/pmtest-mkinitcpio-1-1-any.pkg.tar.zst" >/dev/null
 
     cat >"$WORK/pacman.conf" <<EOF
 # pacman configuration of the dkms-trigger package-manager tests (tests/pm/fixtures.sh).
