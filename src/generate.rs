@@ -1,4 +1,4 @@
-//! Shell completions and the man page dkms-trigger(8), generated from cli.rs, exit.rs and paths.rs so they cannot drift.
+//! Shell completions and the man page dkms-trigger(8), from cli.rs, exit.rs and paths.rs, so that they cannot drift.
 
 use crate::exit::Code;
 use crate::paths;
