@@ -8,8 +8,17 @@ use std::fmt::Write as _;
 /// The completion script of `shell` for the command line `cmd`, without its hidden commands.
 pub fn completion(shell: clap_complete::Shell, cmd: Command) -> Vec<u8> {
     let mut out = Vec::new();
-    clap_complete::generate(shell, &mut without_hidden(&cmd), "dkms-trigger", &mut out);
-    out
+    if shell != clap_complete::Shell::Bash {
+        clap_complete::generate(shell, &mut without_hidden(&cmd), "dkms-trigger", &mut out);
+        return out;
+    }
+    // clap_complete's bash script spells its states two ways when the program's name has a hyphen
+    // (clap-rs/clap#6421: `dkms__trigger__subcmd__plan` in the loop, `dkms__subcmd__trigger__...` in
+    // the cases), so nothing after a subcommand would complete. Generated for `dkms_trigger`, then
+    // registered for the real name.
+    clap_complete::generate(shell, &mut without_hidden(&cmd), "dkms_trigger", &mut out);
+    let script = String::from_utf8_lossy(&out).replace(" dkms_trigger\n", " dkms-trigger\n");
+    script.into_bytes()
 }
 
 /// `cmd` as completion sees it: clap_complete offers hidden subcommands too, and clap cannot
@@ -222,6 +231,35 @@ mod tests {
                 assert!(script.contains(&form), "{shell}: no option {form}");
             }
         }
+    }
+
+    /// What bash offers for the words `line` with the generated script (bash-completion's calling
+    /// convention: the function gets the command, the current word and the previous one).
+    fn bash_offers(line: &[&str]) -> String {
+        let t = tempfile::tempdir().unwrap();
+        let script = t.path().join("dkms-trigger");
+        std::fs::write(&script, completion(clap_complete::Shell::Bash, Cli::command())).unwrap();
+        let words = line.iter().map(|w| format!("'{w}'")).collect::<Vec<_>>().join(" ");
+        let test = format!(
+            "source {}; COMP_WORDS=({words}); COMP_CWORD={}; COMP_LINE=\"${{COMP_WORDS[*]}}\"; \
+             COMP_POINT=${{#COMP_LINE}}; f=$(complete -p dkms-trigger | sed 's/.*-F \\([^ ]*\\).*/\\1/'); \
+             \"$f\" dkms-trigger \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"; \
+             echo \"${{COMPREPLY[*]}}\"",
+            script.display(),
+            line.len() - 1
+        );
+        let out = std::process::Command::new("bash").args(["-c", &test]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    #[test]
+    fn bash_completes_commands_and_the_options_after_them() {
+        assert_eq!(bash_offers(&["dkms-trigger", "rem"]).trim(), "remove-kernel remove-module");
+        let after = bash_offers(&["dkms-trigger", "finalize", "--re"]);
+        assert!(after.contains("--retry-failed") && after.contains("--rescan"), "{after}");
+        let kinds = bash_offers(&["dkms-trigger", "record", "kernel"]);
+        assert_eq!(kinds.trim(), "kernel-added", "{kinds}");
     }
 
     #[test]
