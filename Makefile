@@ -11,6 +11,14 @@ CARGO_FLAGS ?= --locked
 BIN ?= $(or $(CARGO_TARGET_DIR),target)/release/dkms-trigger
 
 LIBDIR ?= $(PREFIX)/lib
+DATADIR ?= $(PREFIX)/share
+MANDIR ?= $(DATADIR)/man
+# Shell completions, where each shell looks for a distribution's: bash-completion's and fish's
+# directories are the same everywhere; zsh's is site-functions on Fedora and Arch, and Debian's
+# packaging passes its vendor-completions.
+BASH_COMPLETION_DIR ?= $(DATADIR)/bash-completion/completions
+ZSH_COMPLETION_DIR ?= $(DATADIR)/zsh/site-functions
+FISH_COMPLETION_DIR ?= $(DATADIR)/fish/vendor_completions.d
 KERNEL_INSTALL_DIR ?= $(LIBDIR)/kernel/install.d
 ALPM_HOOK_DIR ?= $(PREFIX)/share/libalpm/hooks
 ALPM_SCRIPT_DIR ?= $(PREFIX)/share/libalpm/scripts
@@ -48,11 +56,22 @@ bench: deps
 demo: build
 	DKMS_TRIGGER=$(abspath $(BIN)) tests/demo.sh
 
+# The completions and the man page are written by the binary just built (`dkms-trigger generate`,
+# hidden), from the same clap definition as its command line, so they cannot drift from it. The man
+# page is installed uncompressed: dh_compress, rpm's brp-compress and makepkg compress it.
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(SBINDIR)/dkms-trigger
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/dkms-trigger/config.d
 	install -D -m 0644 docs/config.md $(DESTDIR)$(DOCDIR)/config.md
 	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	install -d -m 0755 $(DESTDIR)$(BASH_COMPLETION_DIR) $(DESTDIR)$(ZSH_COMPLETION_DIR) \
+		$(DESTDIR)$(FISH_COMPLETION_DIR) $(DESTDIR)$(MANDIR)/man8
+	$(BIN) generate completion bash >$(DESTDIR)$(BASH_COMPLETION_DIR)/dkms-trigger
+	$(BIN) generate completion zsh >$(DESTDIR)$(ZSH_COMPLETION_DIR)/_dkms-trigger
+	$(BIN) generate completion fish >$(DESTDIR)$(FISH_COMPLETION_DIR)/dkms-trigger.fish
+	$(BIN) generate man >$(DESTDIR)$(MANDIR)/man8/dkms-trigger.8
+	chmod 0644 $(DESTDIR)$(BASH_COMPLETION_DIR)/dkms-trigger $(DESTDIR)$(ZSH_COMPLETION_DIR)/_dkms-trigger \
+		$(DESTDIR)$(FISH_COMPLETION_DIR)/dkms-trigger.fish $(DESTDIR)$(MANDIR)/man8/dkms-trigger.8
 
 # Distribution hooks: every file under hooks/<distro>/ is installed at the matching place. Debian
 # also gets the stand-in for dkms's common.postinst (hooks/dkms/), which its package diverts.
@@ -98,11 +117,13 @@ rpm: build
 	cp $(RPM_TOPDIR)/RPMS/*/dkms-trigger-$(VERSION)-*.rpm $(DIST)/
 
 # dist/dkms-trigger-VERSION-1-ARCH.pkg.tar.zst without makepkg (arch/pkgtar.sh); a real Arch build
-# uses arch/PKGBUILD, which runs the same `make install-arch`.
+# uses arch/PKGBUILD, which runs the same `make install-arch`. The man page is gzipped here as
+# makepkg's zipman does.
 pkg: build
 	rm -rf $(PKG_STAGE)
 	$(MAKE) install-arch DESTDIR=$(PKG_STAGE) PREFIX=/usr SBINDIR=/usr/bin CARGO=true BIN=$(BIN)
 	install -D -m 0644 docs/arch.md $(PKG_STAGE)/usr/share/doc/dkms-trigger/arch.md
+	gzip -9n $(PKG_STAGE)/usr/share/man/man8/dkms-trigger.8
 	arch/pkgtar.sh --name dkms-trigger --version $(VERSION)-1 --arch $(PKG_ARCH) \
 		--license GPL-2.0-or-later --desc 'Rebuild DKMS modules once, in order, at the end of a pacman transaction' \
 		--depend dkms --depend kmod --install arch/dkms-trigger.install \

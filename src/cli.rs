@@ -8,16 +8,36 @@ use crate::spool;
 use crate::ui;
 use crate::validate::{self, What};
 use anyhow::Result;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
+
+/// What the man page's DESCRIPTION and `--help` say the tool is for.
+const LONG_ABOUT: &str = "\
+Rebuild DKMS modules once, in order, at the end of a package transaction.
+
+Package hooks call `dkms-trigger record` (or `hook`) to note what happened: a kernel or its headers \
+installed, a DKMS module source installed, the build tools changed. One `dkms-trigger finalize` at the \
+end of the transaction plans and runs the real dkms: every affected (module, kernel) pair built at \
+most once, dependencies first, one depmod and at most one initramfs update per changed kernel.
+
+The distribution packages install the hooks that record and run the finalizer, and take over from \
+dkms's own automation while installed; the documentation in /usr/share/doc/dkms-trigger says what \
+each changes on the system and how to undo it.";
 
 #[derive(Parser, Debug)]
 #[command(
     name = "dkms-trigger",
     version,
-    about = "Rebuild DKMS modules once, in order, at the end of a package transaction"
+    about = "Rebuild DKMS modules once, in order, at the end of a package transaction",
+    long_about = LONG_ABOUT,
+    // -V/--version is ours (below): it also says which dkms would run.
+    disable_version_flag = true,
+    arg_required_else_help = true
 )]
 pub struct Cli {
+    /// Print the version, and the dkms that would run and its version.
+    #[arg(short = 'V', long)]
+    pub version: bool,
     /// Operate on the system rooted at DIR (every path is taken relative to it).
     #[arg(long, global = true, value_name = "DIR", default_value = "/")]
     pub root: PathBuf,
@@ -30,8 +50,9 @@ pub struct Cli {
     /// Only warnings and errors.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Optional only so that `--version` needs none; any other use without one is refused.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -84,6 +105,21 @@ pub enum Command {
     /// What a package-manager hook does: the hook files are a guard plus this call (docs/design.md).
     #[command(subcommand)]
     Hook(crate::hook::Hook),
+    /// Shell completions and the man page, from this very definition (for `make install`).
+    #[command(subcommand, hide = true)]
+    Generate(Generate),
+}
+
+/// What `generate` writes on stdout.
+#[derive(Subcommand, Debug)]
+pub enum Generate {
+    /// The completion script of a shell.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// The man page dkms-trigger(8), in roff.
+    Man,
 }
 
 /// The operation of `from-paths`.
@@ -154,8 +190,10 @@ pub enum RecordKind {
     Rescan,
     /// Force a rebuild of modules (default: all AUTOINSTALL) for kernels (default: all with headers).
     Rebuild {
+        /// A kernel to rebuild for (repeatable).
         #[arg(short = 'k', long = "kernel", value_name = "KVER", value_parser = kernel_version)]
         kernels: Vec<String>,
+        /// A module to rebuild, one version or all of them (repeatable).
         #[arg(short = 'm', long = "module", value_name = "NAME[/VERSION]", value_parser = module_sel)]
         modules: Vec<ModuleSel>,
     },
@@ -233,13 +271,52 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32
             return if e.use_stderr() { Code::Usage.status() } else { Code::Ok.status() };
         }
     };
+    if cli.version {
+        print_version(&cli);
+        return Code::Ok.status();
+    }
+    let Some(command) = &cli.command else {
+        let _ = Cli::command().error(clap::error::ErrorKind::MissingSubcommand, "a COMMAND is required").print();
+        return Code::Usage.status();
+    };
+    // Needs neither the root nor a configuration: packaging runs it in a build tree.
+    if let Command::Generate(what) = command {
+        return generate(what);
+    }
     init_logging(cli.verbose, cli.quiet);
     ui::set_quiet(cli.quiet);
-    match run(&cli) {
+    match run(&cli, command) {
         Ok(code) => code.status(),
         Err(err) => {
             eprintln!("dkms-trigger: error: {err:#}");
             exit_code(&err).status()
+        }
+    }
+}
+
+/// `--version`: this tool's version, then the dkms the configuration names (what finalize would
+/// run), found and asked the way finalize would. Exit 0 whatever dkms's state: a missing dkms is
+/// an answer, and an unreadable configuration falls back to the default `dkms`.
+fn print_version(cli: &Cli) {
+    println!("dkms-trigger {}", env!("CARGO_PKG_VERSION"));
+    let program = Root::open(&cli.root)
+        .and_then(|root| config::load(&root, cli.config.as_deref()))
+        .map(|loaded| loaded.config.dkms)
+        .unwrap_or_else(|_| config::Config::default().dkms);
+    println!("{}", crate::backend::dkms::describe(&program));
+}
+
+fn generate(what: &Generate) -> i32 {
+    use std::io::Write;
+    let bytes = match what {
+        Generate::Completion { shell } => crate::generate::completion(*shell, Cli::command()),
+        Generate::Man => crate::generate::man_page(Cli::command()).into_bytes(),
+    };
+    match std::io::stdout().write_all(&bytes).and_then(|()| std::io::stdout().flush()) {
+        Ok(()) => Code::Ok.status(),
+        Err(e) => {
+            eprintln!("dkms-trigger: error: writing to stdout: {e}");
+            Code::Failure.status()
         }
     }
 }
@@ -269,9 +346,9 @@ fn load_config(root: &Root, cli: &Cli) -> Result<config::Loaded> {
     Ok(loaded)
 }
 
-fn run(cli: &Cli) -> Result<Code> {
+fn run(cli: &Cli, command: &Command) -> Result<Code> {
     let root = Root::open(&cli.root)?;
-    match &cli.command {
+    match command {
         // record deliberately reads no configuration: a broken config must not stop hooks from
         // recording, and the hot path stays a lock, a read and a write.
         Command::Record(args) => {
@@ -347,13 +424,13 @@ fn run(cli: &Cli) -> Result<Code> {
             print!("{}", loaded.render());
             Ok(Code::Ok)
         }
+        Command::Generate(_) => unreachable!("handled before the root is opened"),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn cli_definition_is_consistent() {
@@ -366,7 +443,7 @@ mod tests {
             let mut v = vec!["dkms-trigger", "record"];
             v.extend_from_slice(args);
             match Cli::try_parse_from(v).map(|c| c.command) {
-                Ok(Command::Record(r)) => Ok((r.kind.intent(), r.source)),
+                Ok(Some(Command::Record(r))) => Ok((r.kind.intent(), r.source)),
                 Ok(_) => unreachable!(),
                 Err(e) => Err(e.to_string()),
             }

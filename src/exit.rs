@@ -25,9 +25,49 @@ pub enum Code {
 }
 
 impl Code {
+    /// Every code, in order: the man page's EXIT STATUS is generated from this list.
+    pub const ALL: [Code; 8] = [
+        Code::Ok,
+        Code::Failure,
+        Code::Usage,
+        Code::Busy,
+        Code::NotRoot,
+        Code::Storage,
+        Code::Unsafe,
+        Code::Interrupted,
+    ];
+
     /// The process exit status for this code.
     pub fn status(self) -> i32 {
         self as i32
+    }
+
+    /// What the code means, for people (the man page; README.md says the same at more length). A
+    /// new code makes this match incomplete: add it to `ALL` as well.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Code::Ok => "Success (warnings may have been printed).",
+            Code::Failure => "Failure: a job whose failure policy is \"error\" failed, or an unexpected error.",
+            Code::Usage => {
+                "Bad usage, bad input (a refused name, a missing argument) or an invalid configuration file."
+            }
+            Code::Busy => {
+                "Busy: another finalizer holds the lock and --no-wait was given, or lock_timeout passed \
+                 while waiting for it."
+            }
+            Code::NotRoot => "Not permitted: a command that changes the system was run by a non-root user.",
+            Code::Storage => {
+                "Storage: the spool or state could not be written or read (disk full, read-only, I/O error)."
+            }
+            Code::Unsafe => {
+                "Unsafe filesystem layout: a symlink where the tool writes, or a state directory or \
+                 configuration file that root may not trust."
+            }
+            Code::Interrupted => {
+                "Interrupted: SIGINT, SIGTERM or SIGHUP stopped a finalize or a removal; the pending \
+                 intents are kept and the next finalize does the rest."
+            }
+        }
     }
 }
 
@@ -105,6 +145,13 @@ mod tests {
         let inner = std::io::Error::from_raw_os_error(nix::errno::Errno::ENOSPC as i32);
         let wrapped = std::io::Error::new(inner.kind(), "at path x");
         assert_eq!(exit_code(&anyhow::Error::new(wrapped)), Code::Storage);
+    }
+
+    #[test]
+    fn all_lists_every_code_once_in_order() {
+        // The codes are contiguous from 0, so a code missing from ALL leaves a gap or a short list.
+        let statuses: Vec<i32> = Code::ALL.iter().map(|c| c.status()).collect();
+        assert_eq!(statuses, (0..=Code::Interrupted.status()).collect::<Vec<_>>());
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod exit;
 pub mod failpoint;
 pub mod finalize;
 pub mod fingerprint;
+pub mod generate;
 pub mod hook;
 pub mod intent;
 pub mod inventory;

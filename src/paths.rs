@@ -19,6 +19,9 @@ pub const LOG_DIR: &str = "var/log/dkms-trigger";
 pub const CONFIG_FILE: &str = "etc/dkms-trigger/config.toml";
 pub const CONFIG_DROPIN_DIR: &str = "etc/dkms-trigger/config.d";
 
+/// The documentation the packages install (the Makefile's DOCDIR), named by the man page.
+pub const DOC_DIR: &str = "usr/share/doc/dkms-trigger";
+
 /// Kernel module trees; both are read and merged (merged-/usr systems make them the same directory).
 pub const MODULE_DIRS: [&str; 2] = ["lib/modules", "usr/lib/modules"];
 /// Where kernel images live when not inside the modules directory.

@@ -42,6 +42,12 @@ exec 9<&-
 wait $!
 ";
 
+/// Where `program` (a name or an absolute path) would be run from, as every `Cmd` finds it: the
+/// fixed PATH and the trust rule; or why it would not run.
+pub fn locate(program: &str) -> Result<PathBuf, String> {
+    environment::program(OsStr::new(program))
+}
+
 /// A command to run.
 #[derive(Debug, Clone)]
 pub struct Cmd {

@@ -376,3 +376,41 @@ fn config_command_shows_origins_and_rejects_bad_values() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("60-bad.toml") && err.contains("job_timeout") && err.contains("integer"), "{err}");
 }
+
+#[test]
+fn version_without_dkms_says_so_and_exits_0() {
+    // The runner's PATH is fixed, so "no dkms" is a root whose configuration names one that is
+    // nowhere in it.
+    let t = tempfile::tempdir().unwrap();
+    let r = t.path();
+    fs::create_dir_all(r.join("etc/dkms-trigger")).unwrap();
+    fs::write(r.join("etc/dkms-trigger/config.toml"), "dkms = \"no-such-dkms\"\n").unwrap();
+    for flag in ["--version", "-V"] {
+        let out = dt(r, &[flag]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{flag}: {text} {}", String::from_utf8_lossy(&out.stderr));
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some(concat!("dkms-trigger ", env!("CARGO_PKG_VERSION"))), "{text}");
+        let dkms = lines.next().unwrap_or_default();
+        assert!(dkms.starts_with("dkms (no-such-dkms): not found in /usr/local/sbin:"), "{flag}: {text}");
+    }
+    // Without a command, and without --version, it is a usage error as before.
+    let out = dt(r, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn generated_man_page_and_completions_come_from_the_binary() {
+    let run = |args: &[&str]| Command::new(BIN).args(args).output().expect("run dkms-trigger");
+    let man = run(&["generate", "man"]);
+    assert!(man.status.success());
+    let page = String::from_utf8_lossy(&man.stdout);
+    assert!(page.contains(".TH DKMS-TRIGGER 8") && page.contains(".SH \"EXIT STATUS\""), "{page}");
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run(&["generate", "completion", shell]);
+        assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("remove-kernel"), "{shell}");
+    }
+    // Hidden: not in the help a person reads.
+    let help = run(&["--help"]);
+    assert!(!String::from_utf8_lossy(&help.stdout).contains("generate"));
+}

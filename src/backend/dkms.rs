@@ -170,6 +170,37 @@ impl Dkms {
     }
 }
 
+/// The dkms `program` (the configuration's `dkms`) as `--version` reports it: its version and
+/// where it is, or why it cannot run. Never an error: a missing dkms is what this answers.
+pub fn describe(program: &str) -> String {
+    let who = if program == "dkms" { "dkms".to_string() } else { format!("dkms ({program})") };
+    let path = match crate::runner::locate(program) {
+        Ok(path) => path,
+        Err(why) => {
+            let why = why.strip_prefix(&format!("{program}: ")).unwrap_or(&why);
+            return format!("{who}: {why}");
+        }
+    };
+    match Cmd::new(&path).arg("--version").timeout(std::time::Duration::from_secs(10)).output() {
+        Ok(c) if c.ok() => match parse_version_output(&c.stdout) {
+            Some(v) => format!("dkms {v} ({})", path.display()),
+            None => format!("{who}: {}: version not recognised in {:?}", path.display(), c.stdout.trim()),
+        },
+        Ok(c) => format!("{who}: {}", c.explain()),
+        Err(e) => format!("{who}: {e:#}"),
+    }
+}
+
+/// The version in `dkms --version`'s output: `dkms-3.0.10` (Debian 12), `dkms-3.2.2` and later
+/// the same form (the script prints `dkms-@RELEASE_STRING@`).
+pub fn parse_version_output(out: &str) -> Option<String> {
+    let line = out.lines().map(str::trim).find(|l| !l.is_empty())?;
+    let v = line.strip_prefix("dkms-").or_else(|| line.strip_prefix("dkms "))?;
+    let ok = v.starts_with(|c: char| c.is_ascii_digit())
+        && v.chars().all(|c| c.is_ascii_alphanumeric() || ".+~-".contains(c));
+    ok.then(|| v.to_string())
+}
+
 /// What programs print when a write fails for lack of space (ENOSPC's strerror).
 pub const DISK_FULL: &str = "No space left on device";
 
@@ -265,6 +296,28 @@ mod tests {
             let step = classify_build(&ran, *headers, None);
             assert!(check(&step), "exit {code} (headers {headers}) -> {step:?}");
         }
+    }
+
+    #[test]
+    fn version_output_of_every_dkms_wording() {
+        assert_eq!(parse_version_output("dkms-3.0.10\n").as_deref(), Some("3.0.10"));
+        assert_eq!(parse_version_output("dkms-3.2.2\n").as_deref(), Some("3.2.2"));
+        assert_eq!(parse_version_output("\ndkms-3.4.3~rc1\n").as_deref(), Some("3.4.3~rc1"));
+        // An unsubstituted script, another program, nothing at all.
+        for bad in ["dkms-@RELEASE_STRING@\n", "Usage: foo\n", "", "dkms-\n"] {
+            assert_eq!(parse_version_output(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn describe_never_fails_and_says_what_is_missing() {
+        let said = describe("no-such-dkms-here");
+        assert!(said.starts_with("dkms (no-such-dkms-here): not found in /usr/local/sbin:"), "{said}");
+        let t = tempfile::tempdir().unwrap();
+        let fake = t.path().join("dkms");
+        std::fs::write(&fake, "#!/bin/sh\necho dkms-3.2.2\n").unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        assert_eq!(describe(fake.to_str().unwrap()), format!("dkms 3.2.2 ({})", fake.display()));
     }
 
     #[test]

@@ -54,6 +54,17 @@ packaged_bin() {
     fi
 }
 
+# packaged_files PACKAGE REGEX...: the package lists a file matching each extended regex (whole
+# path): the completions and the man page `make install` generates with the binary.
+packaged_files() {
+    local pkg=$1 listing re
+    shift
+    listing=$(bsdtar -tf "$pkg") || { echo "fixtures.sh: cannot list $pkg" >&2; exit 1; }
+    for re in "$@"; do
+        grep -qxE "$re" <<<"$listing" || { echo "fixtures.sh: $(basename "$pkg") has no $re" >&2; exit 1; }
+    done
+}
+
 # script SLOT TEXT: writes a scriptlet body file, prints its path.
 script() {
     local f=$T/script.$RANDOM$RANDOM
@@ -71,6 +82,10 @@ rpm_fixtures() {
     local mk=$here/mkrpm.sh
     make -s -C "$CHECKOUT" rpm CARGO=true BIN="$BIN" DIST="$P" RPM_TOPDIR="$WORK/rpmbuild" >&2
     packaged_bin "$P"/dkms-trigger-[0-9]*.rpm ./usr/sbin/dkms-trigger
+    # Fedora's brp-compress gzips the man page; Debian's rpmbuild (here) does not.
+    packaged_files "$P"/dkms-trigger-[0-9]*.rpm '\./usr/share/bash-completion/completions/dkms-trigger' \
+        '\./usr/share/zsh/site-functions/_dkms-trigger' '\./usr/share/fish/vendor_completions\.d/dkms-trigger\.fish' \
+        '\./usr/share/man/man8/dkms-trigger\.8(\.gz)?'
 
     for k in "$K1" "$K2"; do
         local t=$T/kdevel-$k
@@ -174,6 +189,9 @@ pacman_fixtures() {
     local mk=$CHECKOUT/arch/pkgtar.sh
     make -s -C "$CHECKOUT" pkg CARGO=true BIN="$BIN" DIST="$P" PKG_STAGE="$WORK/pkgroot" >/dev/null
     packaged_bin "$P"/dkms-trigger-[0-9]*.pkg.tar.zst usr/bin/dkms-trigger
+    packaged_files "$P"/dkms-trigger-[0-9]*.pkg.tar.zst 'usr/share/bash-completion/completions/dkms-trigger' \
+        'usr/share/zsh/site-functions/_dkms-trigger' 'usr/share/fish/vendor_completions\.d/dkms-trigger\.fish' \
+        'usr/share/man/man8/dkms-trigger\.8\.gz'
 
     for k in "$K1" "$K2"; do
         local t=$T/headers-$k
