@@ -225,6 +225,19 @@ pub fn modules_on_disk(root: &Root) -> anyhow::Result<BTreeMap<ModKey, Module>> 
     Ok(drafts.into_iter().map(|(key, d)| (key, d.module)).collect())
 }
 
+/// Whether kernel `k` has a modules directory (lib/modules/K or usr/lib/modules/K).
+pub fn kernel_installed(root: &Root, k: &str) -> bool {
+    MODULE_DIRS.iter().any(|d| resolve(root, &Path::new(d).join(k)).is_ok_and(|p| root.is_dir(p)))
+}
+
+/// Whether kernel `k`'s `build` link leads to a directory with a Makefile, without the trust check
+/// or the fingerprint of `scan` (which a plan does next).
+pub fn has_headers(root: &Root, k: &str) -> bool {
+    MODULE_DIRS
+        .iter()
+        .any(|d| resolve(root, &Path::new(d).join(k).join("build")).is_ok_and(|h| root.is_file(h.join("Makefile"))))
+}
+
 /// A module while it is being scanned.
 struct Draft {
     module: Module,
@@ -467,7 +480,7 @@ fn parse_dkms_version(script: &str) -> Option<String> {
 }
 
 /// `uname -r` and `uname -m` of the running system.
-fn uname() -> (String, String) {
+pub(crate) fn uname() -> (String, String) {
     // SAFETY: uname() only writes into the struct it is given, whose fields it NUL-terminates.
     let mut u: nix::libc::utsname = unsafe { std::mem::zeroed() };
     if unsafe { nix::libc::uname(&mut u) } != 0 {
