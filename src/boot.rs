@@ -112,7 +112,7 @@ pub fn look(root: &Root, k: &str) -> Result<Verdict> {
         // A container, or a kernel booted from elsewhere: nothing of it to build for here.
         return Ok(Verdict::Nothing);
     }
-    let modules = inventory::modules_on_disk(root)?;
+    let modules = inventory::modules_on_disk_for(root, Some(k))?;
     let state = statefile::read(root)?;
     Ok(decide(k, facts, &modules, &state, &read_marker(root, k)))
 }
@@ -181,7 +181,7 @@ fn skipped_for_no_headers(reason: Option<&str>) -> bool {
 fn remember(root: &Root, k: &str) -> Result<()> {
     let Ok(lock) = FinalizeLock::take(root, Waiting::NoWait, "boot") else { return Ok(()) };
     let facts = KernelFacts { installed: true, headers: inventory::has_headers(root, k) };
-    let modules = inventory::modules_on_disk(root)?;
+    let modules = inventory::modules_on_disk_for(root, Some(k))?;
     let state = statefile::load(&lock)?;
     let Verdict::Missing(left) = decide(k, facts, &modules, &state, &BTreeSet::new()) else {
         return write_marker(&lock, k, &[]);

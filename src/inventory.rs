@@ -147,7 +147,7 @@ pub fn scan_with(root: &Root, config: &Config, evaluate: Evaluator<'_>) -> anyho
     let (release, machine) = uname();
     let mut cache = KernelCache::default();
     let kernels = kernels::scan(root, &machine, &mut cache, &mut notes)?;
-    let mut drafts = collect_modules(root, &mut notes)?;
+    let mut drafts = collect_modules(root, None, &mut notes)?;
     // dkms sources /etc/dkms files for a module: one root may not trust makes it unusable.
     let etc = trust::EtcDkms::check(root);
     for d in drafts.values_mut() {
@@ -217,8 +217,14 @@ pub fn is_complete_build(root: &Root, dir: &Path) -> bool {
 /// with their builds, without evaluating any dkms.conf or fingerprinting anything: the cheap part
 /// of `scan`, for the dpkg trigger handler (which sources are new, which kernels have builds).
 pub fn modules_on_disk(root: &Root) -> anyhow::Result<BTreeMap<ModKey, Module>> {
+    modules_on_disk_for(root, None)
+}
+
+/// `modules_on_disk` with the builds of kernel `only` alone (all when None): `boot`'s look at the
+/// running kernel, which must stay cheap however many kernels are installed.
+pub fn modules_on_disk_for(root: &Root, only: Option<&str>) -> anyhow::Result<BTreeMap<ModKey, Module>> {
     let mut notes = Vec::new();
-    let drafts = collect_modules(root, &mut notes)?;
+    let drafts = collect_modules(root, only, &mut notes)?;
     for n in notes {
         log::debug!("inventory: {n}");
     }
@@ -299,10 +305,15 @@ impl Draft {
     }
 }
 
-/// Registered module versions (var/lib/dkms) and unregistered sources (usr/src) by (name, version).
-fn collect_modules(root: &Root, notes: &mut Vec<String>) -> anyhow::Result<BTreeMap<ModKey, Draft>> {
+/// Registered module versions (var/lib/dkms) and unregistered sources (usr/src) by (name, version),
+/// with the builds of kernel `only` (all when None).
+fn collect_modules(
+    root: &Root,
+    only: Option<&str>,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<BTreeMap<ModKey, Draft>> {
     let mut drafts = BTreeMap::new();
-    for r in dkms_tree::scan(root, notes)? {
+    for r in dkms_tree::scan_kernels(root, only, notes)? {
         let mut d = Draft::new(&r.name, &r.version, true);
         match r.source {
             Ok(dir) => match sources::conf_file(root, &dir) {
