@@ -78,7 +78,7 @@ fn host_deps() {
     DONE.get_or_init(|| {
         assert!(nix::unistd::geteuid().is_root(), "the package-manager tests need root");
         run_ok(&[&format!("{CHECKOUT}/tests/setup/install-deps.sh"), "--rpm", "--pacman", "--chroot"]);
-        for tool in ["rpm", "rpmbuild", "pacman", "mmdebstrap", "zstd", "unshare", "chroot", "make"] {
+        for tool in ["rpm", "rpmbuild", "pacman", "mmdebstrap", "zstd", "unshare", "chroot", "make", "systemctl"] {
             run_ok(&["sh", "-c", &format!("command -v {tool}")]);
         }
     });

@@ -9,8 +9,9 @@
 # and prints them, the last line being `kernels: K1 K2` (oldest first).
 #
 # Usage: tests/setup/install-deps.sh [--rpm] [--pacman] [--chroot] [--deb] [--flavour F] [--dry-run]
-#   --rpm      rpm (rpm, rpmbuild) for rpm trigger tests
-#   --pacman   pacman-package-manager, zstd, libarchive-tools for ALPM hook tests
+#   --rpm      rpm (rpm, rpmbuild) for rpm trigger tests; systemd (systemctl --root: is the boot
+#              unit enabled in the test root)
+#   --pacman   pacman-package-manager, zstd, libarchive-tools for ALPM hook tests; systemd (as --rpm)
 #   --chroot   mmdebstrap for throwaway Debian chroots
 #   --deb      debhelper, lintian, dpkg-dev for building the .deb; pkgconf and systemd's pkg-config
 #              file (debian/rules asks it where units go) and systemd-analyze (the unit's check)
@@ -29,8 +30,8 @@ flavour=""
 dry_run=""
 while (($#)); do
     case "$1" in
-        --rpm) extra+=(rpm) ;;
-        --pacman) extra+=(pacman-package-manager zstd libarchive-tools) ;;
+        --rpm) extra+=(rpm systemd) ;;
+        --pacman) extra+=(pacman-package-manager zstd libarchive-tools systemd) ;;
         --chroot) extra+=(mmdebstrap) ;;
         --deb) extra+=(debhelper lintian dpkg-dev pkgconf systemd deb_systemd_dev) ;;
         --flavour) flavour="${2:?--flavour needs a value}"; shift ;;
