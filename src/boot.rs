@@ -53,33 +53,40 @@ pub fn run(root: &Root, config: &Config) -> Result<Code> {
     root::require_root("boot")?;
     let mut opts = finalize::Options::default();
     let kernel = running_kernel(root);
-    let mut missing = false;
-    match &kernel {
-        None => log::info!("boot: the running kernel's release is unknown under this root; only pending work is done"),
-        Some(k) => match look(root, k).unwrap_or_else(|e| {
+    let verdict = match &kernel {
+        None => {
+            log::info!("boot: the running kernel's release is unknown under this root; only pending work is done");
+            Verdict::Nothing
+        }
+        // The look failing must not cost the pending work: say so and go on.
+        Some(k) => look(root, k).unwrap_or_else(|e| {
             ui::warn(format!("not looking for DKMS modules missing on the running kernel {k}: {e:#}"));
             Verdict::Nothing
-        }) {
-            Verdict::Nothing => log::debug!("boot: every DKMS module has a trace for the running kernel {k}"),
-            Verdict::Missing(names) => {
-                ui::info(format!(
-                    "dkms-trigger: the running kernel {k} has no DKMS build or record of {}; planning it as added",
-                    names.join(", ")
-                ));
-                opts.also.push(Intent::KernelAdded { kernel: k.clone() });
-                missing = true;
-            }
-            Verdict::NoHeaders(names) => ui::warn(format!(
-                "the running kernel {k} has no headers, so {} cannot be built for it: install {} \
-                 (its hooks then build them)",
-                names.join(", "),
-                headers_package(root, k)
-            )),
-        },
+        }),
+    };
+    let k = kernel.as_deref().unwrap_or_default();
+    match &verdict {
+        Verdict::Nothing => log::debug!("boot: nothing to catch up for the running kernel {k}"),
+        Verdict::Missing(names) => {
+            ui::info(format!(
+                "dkms-trigger: the running kernel {k} has no DKMS build or record of {}; planning it as added",
+                names.join(", ")
+            ));
+            opts.also.push(Intent::KernelAdded { kernel: k.to_string() });
+        }
+        Verdict::NoHeaders(names) => ui::warn(format!(
+            "the running kernel {k} has no headers, so {} cannot be built for it: install {} \
+             (its hooks then build them)",
+            names.join(", "),
+            headers_package(root, k)
+        )),
     }
     let code = finalize::run(root, config, &opts)?;
-    if let (true, Some(k)) = (missing, &kernel) {
-        remember(root, k)?;
+    if matches!(verdict, Verdict::Missing(_)) {
+        // Only the next boot's cost depends on it: a failure here is not the boot's.
+        if let Err(e) = remember(root, k) {
+            ui::warn(format!("{e:#} (the next boot looks at the running kernel again)"));
+        }
     }
     Ok(code)
 }
