@@ -11,7 +11,7 @@
 //!
 //! | step | transaction | expected |
 //! |---|---|---|
-//! | setup | stand-ins of the stock dkms hooks and of dracut (rpm) or mkinitcpio (pacman), headers of K1, then dkms-trigger | stock hooks masked |
+//! | setup | stand-ins of the stock dkms hooks and of dracut (rpm) or mkinitcpio (pacman), headers of K1, then dkms-trigger | stock hooks masked; dkms-trigger.service enabled by its preset (rpm), packaged and not enabled, the enable step printed (pacman) |
 //! | a | headers of K2 + pmalpha + pmbeta (BUILD_DEPENDS=pmalpha) | one finalize; each pair built once, pmalpha first; both modules on K1 and K2 |
 //! | b | reinstall (rpm) / same-KVER upgrade (pacman) of K2's headers | forced rebuild on K2 only |
 //! | c | erase pmbeta | its builds gone, one depmod per kernel |
@@ -21,7 +21,7 @@
 //! | e-remove (rpm) | erase of kernel-core (`kernel-install remove`) | K2's modules removed |
 //! | e (pacman) | kernel package of K2 (its vmlinuz and modules.order) | modules built by the finalize hook before the stand-in 90-mkinitcpio-install.hook's one generation for K2 |
 //! | g | pmalpha 1.0 -> 1.1 | old version removed, new one built |
-//! | f | erase dkms-trigger | masks gone, modules stay |
+//! | f | erase dkms-trigger | masks gone, modules stay; (rpm) the unit and its wants symlink gone |
 //!
 //! Needs root and a network path to the Debian mirrors (the first run builds the cached root). The
 //! packages it needs on the host (rpm, pacman, mmdebstrap...) are installed by
