@@ -22,6 +22,9 @@ FISH_COMPLETION_DIR ?= $(DATADIR)/fish/vendor_completions.d
 KERNEL_INSTALL_DIR ?= $(LIBDIR)/kernel/install.d
 ALPM_HOOK_DIR ?= $(PREFIX)/share/libalpm/hooks
 ALPM_SCRIPT_DIR ?= $(PREFIX)/share/libalpm/scripts
+# The boot catch-up unit (hooks/systemd). Debian 12 keeps units in /lib/systemd/system: its
+# debian/rules passes what `pkg-config --variable=systemdsystemunitdir systemd` says.
+SYSTEMD_UNIT_DIR ?= $(LIBDIR)/systemd/system
 
 .PHONY: all build check lint test deps bench demo install install-debian install-redhat install-arch clean
 
@@ -72,6 +75,10 @@ install: build
 	$(BIN) generate man >$(DESTDIR)$(MANDIR)/man8/dkms-trigger.8
 	chmod 0644 $(DESTDIR)$(BASH_COMPLETION_DIR)/dkms-trigger $(DESTDIR)$(ZSH_COMPLETION_DIR)/_dkms-trigger \
 		$(DESTDIR)$(FISH_COMPLETION_DIR)/dkms-trigger.fish $(DESTDIR)$(MANDIR)/man8/dkms-trigger.8
+	install -d -m 0755 $(DESTDIR)$(SYSTEMD_UNIT_DIR)
+	sed 's|@SBINDIR@|$(SBINDIR)|g' hooks/systemd/dkms-trigger.service.in \
+		> $(DESTDIR)$(SYSTEMD_UNIT_DIR)/dkms-trigger.service
+	chmod 0644 $(DESTDIR)$(SYSTEMD_UNIT_DIR)/dkms-trigger.service
 
 # Distribution hooks: every file under hooks/<distro>/ is installed at the matching place. Debian
 # also gets the stand-in for dkms's common.postinst (hooks/dkms/), which its package diverts.
@@ -80,7 +87,10 @@ install-debian: install
 		install -D -m 0755 "$$f" "$(DESTDIR)$(SYSCONFDIR)/kernel/$${f#./}"; done
 	install -D -m 0755 hooks/dkms/common.postinst $(DESTDIR)$(LIBDIR)/dkms/common.postinst
 
+# Also the preset that enables the boot catch-up unit (rpm's %systemd_post applies presets).
+SYSTEMD_PRESET_DIR ?= $(LIBDIR)/systemd/system-preset
 install-redhat: install
+	install -D -m 0644 hooks/systemd/80-dkms-trigger.preset $(DESTDIR)$(SYSTEMD_PRESET_DIR)/80-dkms-trigger.preset
 	for f in hooks/rpm/*.install; do \
 		install -D -m 0755 "$$f" "$(DESTDIR)$(KERNEL_INSTALL_DIR)/$$(basename "$$f")"; done
 

@@ -83,6 +83,9 @@ pub enum Command {
     },
     /// Plan and run the pending work with dkms (run once at the end of a package transaction).
     Finalize(FinalizeArgs),
+    /// The boot catch-up (dkms-trigger.service): finalize what is pending, and build the running
+    /// kernel's missing DKMS modules.
+    Boot,
     /// Remove a kernel's DKMS builds now (kernel or headers being removed) and drop its pending intents.
     RemoveKernel {
         #[arg(value_parser = kernel_version)]
@@ -390,8 +393,13 @@ fn run(cli: &Cli, command: &Command) -> Result<Code> {
                 retry_failed: a.retry_failed,
                 rescan: a.rescan,
                 initramfs_follows: Default::default(),
+                also: Vec::new(),
             };
             crate::finalize::run(&root, &loaded.config, &opts)
+        }
+        Command::Boot => {
+            let loaded = load_config(&root, cli)?;
+            crate::boot::run(&root, &loaded.config)
         }
         Command::RemoveKernel { kver } => {
             root::require_root("remove-kernel")?;

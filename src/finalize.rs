@@ -36,6 +36,9 @@ pub struct Options {
     /// install hook that follows ours): their modules are built and depmod run, the image is left
     /// to that tool, which would otherwise make it a second time.
     pub initramfs_follows: BTreeSet<String>,
+    /// Intents planned in the first round besides the spool's, never recorded (`boot`'s catch-up
+    /// of the running kernel: stopped, it leaves nothing pending, and the next boot looks again).
+    pub also: Vec<Intent>,
 }
 
 /// Rounds of snapshot-plan-execute before giving up on hooks that keep recording.
@@ -75,8 +78,11 @@ pub fn run(root: &Root, config: &Config, opts: &Options) -> Result<Code> {
                 }
             }
         }
-        if round == 0 && opts.rescan {
-            intents.push(Intent::Rescan);
+        if round == 0 {
+            if opts.rescan {
+                intents.push(Intent::Rescan);
+            }
+            intents.extend(opts.also.iter().cloned());
         }
         let revisit = round == 0;
         if intents.is_empty() && !(revisit && pipeline::state_wants_work(&state, opts.retry_failed)) {

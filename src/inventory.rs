@@ -147,7 +147,7 @@ pub fn scan_with(root: &Root, config: &Config, evaluate: Evaluator<'_>) -> anyho
     let (release, machine) = uname();
     let mut cache = KernelCache::default();
     let kernels = kernels::scan(root, &machine, &mut cache, &mut notes)?;
-    let mut drafts = collect_modules(root, &mut notes)?;
+    let mut drafts = collect_modules(root, None, &mut notes)?;
     // dkms sources /etc/dkms files for a module: one root may not trust makes it unusable.
     let etc = trust::EtcDkms::check(root);
     for d in drafts.values_mut() {
@@ -217,12 +217,31 @@ pub fn is_complete_build(root: &Root, dir: &Path) -> bool {
 /// with their builds, without evaluating any dkms.conf or fingerprinting anything: the cheap part
 /// of `scan`, for the dpkg trigger handler (which sources are new, which kernels have builds).
 pub fn modules_on_disk(root: &Root) -> anyhow::Result<BTreeMap<ModKey, Module>> {
+    modules_on_disk_for(root, None)
+}
+
+/// `modules_on_disk` with the builds of kernel `only` alone (all when None): `boot`'s look at the
+/// running kernel, which must stay cheap however many kernels are installed.
+pub fn modules_on_disk_for(root: &Root, only: Option<&str>) -> anyhow::Result<BTreeMap<ModKey, Module>> {
     let mut notes = Vec::new();
-    let drafts = collect_modules(root, &mut notes)?;
+    let drafts = collect_modules(root, only, &mut notes)?;
     for n in notes {
         log::debug!("inventory: {n}");
     }
     Ok(drafts.into_iter().map(|(key, d)| (key, d.module)).collect())
+}
+
+/// Whether kernel `k` has a modules directory (lib/modules/K or usr/lib/modules/K).
+pub fn kernel_installed(root: &Root, k: &str) -> bool {
+    MODULE_DIRS.iter().any(|d| resolve(root, &Path::new(d).join(k)).is_ok_and(|p| root.is_dir(p)))
+}
+
+/// Whether kernel `k`'s `build` link leads to a directory with a Makefile, without the trust check
+/// or the fingerprint of `scan` (which a plan does next).
+pub fn has_headers(root: &Root, k: &str) -> bool {
+    MODULE_DIRS
+        .iter()
+        .any(|d| resolve(root, &Path::new(d).join(k).join("build")).is_ok_and(|h| root.is_file(h.join("Makefile"))))
 }
 
 /// A module while it is being scanned.
@@ -286,10 +305,15 @@ impl Draft {
     }
 }
 
-/// Registered module versions (var/lib/dkms) and unregistered sources (usr/src) by (name, version).
-fn collect_modules(root: &Root, notes: &mut Vec<String>) -> anyhow::Result<BTreeMap<ModKey, Draft>> {
+/// Registered module versions (var/lib/dkms) and unregistered sources (usr/src) by (name, version),
+/// with the builds of kernel `only` (all when None).
+fn collect_modules(
+    root: &Root,
+    only: Option<&str>,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<BTreeMap<ModKey, Draft>> {
     let mut drafts = BTreeMap::new();
-    for r in dkms_tree::scan(root, notes)? {
+    for r in dkms_tree::scan_kernels(root, only, notes)? {
         let mut d = Draft::new(&r.name, &r.version, true);
         match r.source {
             Ok(dir) => match sources::conf_file(root, &dir) {
@@ -467,7 +491,7 @@ fn parse_dkms_version(script: &str) -> Option<String> {
 }
 
 /// `uname -r` and `uname -m` of the running system.
-fn uname() -> (String, String) {
+pub(crate) fn uname() -> (String, String) {
     // SAFETY: uname() only writes into the struct it is given, whose fields it NUL-terminates.
     let mut u: nix::libc::utsname = unsafe { std::mem::zeroed() };
     if unsafe { nix::libc::uname(&mut u) } != 0 {

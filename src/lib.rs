@@ -5,6 +5,7 @@
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 pub mod backend;
+pub mod boot;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -68,6 +68,14 @@ pub const GCC_LIB_DIRS: [&str; 2] = ["usr/lib/gcc", "usr/libexec/gcc"];
 /// The running kernel, as the host's /proc says (whatever the root).
 pub const PROC_OSRELEASE: &str = "/proc/sys/kernel/osrelease";
 pub const PROC_ARCH: &str = "/proc/sys/kernel/arch";
+/// The running kernel as `boot` reads it: relative to the root, so that a test can put another
+/// release there (`boot::running_kernel`).
+pub const PROC_OSRELEASE_IN_ROOT: &str = "proc/sys/kernel/osrelease";
+/// What `boot`'s catch-up left unbuilt for the running kernel (inside `STATE_DIR`).
+pub const BOOT_CHECKED: &str = "boot-checked";
+/// Package databases, to name the headers package the running kernel lacks (`boot`).
+pub const DPKG_STATUS: &str = "var/lib/dpkg/status";
+pub const RPM_DBS: [&str; 2] = ["var/lib/rpm", "usr/lib/sysimage/rpm"];
 
 /// Rebuilds in progress (`executor/swap.rs`): `SWAP_DIR/M/V/K/A`, inside the private state directory.
 pub const SWAP_DIR: &str = "var/lib/dkms-trigger/swap";

@@ -591,6 +591,16 @@ fn deb_builds_and_lintian_reports_no_errors_and_only_accepted_warnings(rel: Rel)
         lintian.show()
     );
     listing.ok("dpkg-deb -c");
+    // The boot unit where the release keeps units (debian/rules asks systemd's pkg-config file).
+    let unit = match rel {
+        Rel::Bookworm => "./lib/systemd/system/dkms-trigger.service",
+        Rel::Trixie => "./usr/lib/systemd/system/dkms-trigger.service",
+    };
+    assert!(
+        listing.stdout.lines().any(|l| l.ends_with(unit) && l.starts_with("-rw-r--r--")),
+        "{unit} 0644 in {}",
+        listing.stdout
+    );
     for f in [
         "./usr/sbin/dkms-trigger",
         "./etc/kernel/postinst.d/dkms-trigger",
@@ -1277,6 +1287,112 @@ fn kernel_hook_outside_dpkg_records_and_finalizes_at_once_quietly(rel: Rel) {
     );
     o.ok("hooks without the tool");
     assert_eq!(o.all(), "", "{}", o.show());
+}
+
+both!(the_boot_unit_completes_a_killed_finalize_and_catches_up_the_running_kernel);
+/// Issue 15: the package installs dkms-trigger.service enabled (its `wants` symlink) and not
+/// started, and `systemd-analyze verify` passes on it as installed. (a) A finalize SIGKILLed in the
+/// middle of a build (a power cut during an upgrade) leaves its intent pending and its pair in
+/// progress; the unit's command, read from the installed unit, completes it. (b) The running
+/// kernel's AUTOINSTALL modules whose builds were removed behind the tool's back (as if a kernel
+/// had been installed around the hooks) are built by the unit's command once, on that kernel
+/// only, and the next run is idle. The chroot's uname is the host's, whose kernel is not installed
+/// here: the running kernel is shown to the tool by bind-mounting a file over
+/// /proc/sys/kernel/osrelease in the chroot's private mount namespace.
+fn the_boot_unit_completes_a_killed_finalize_and_catches_up_the_running_kernel(rel: Rel) {
+    let e = env(rel);
+    let stage = Stage::child(&s1(rel).stage, "boot");
+    let unit = stage.sh("dpkg -L dkms-trigger | grep -E '/systemd/system/dkms-trigger[.]service$'");
+    unit.ok("the package's unit file");
+    let unit = unit.stdout.trim().to_string();
+    assert!(
+        ["/lib/systemd/system/dkms-trigger.service", "/usr/lib/systemd/system/dkms-trigger.service"]
+            .contains(&unit.as_str()),
+        "{unit}"
+    );
+    let wants = stage.sh("readlink -f /etc/systemd/system/multi-user.target.wants/dkms-trigger.service");
+    wants.ok("the unit is enabled (its wants symlink)");
+    assert_eq!(wants.stdout.trim(), stage.sh(&format!("readlink -f {unit}")).stdout.trim(), "{}", wants.show());
+    // systemd-analyze from the release's own systemd (Debian 12's base chroot has none). The man
+    // page named by Documentation= is checked as a file: the chroot has no man(1) to ask.
+    let verify = stage.sh(&format!(
+        "command -v systemd-analyze >/dev/null || apt-get install -y -q --no-install-recommends systemd >/dev/null
+         test -e /usr/share/man/man8/dkms-trigger.8.gz
+         systemd-analyze verify --man=no {unit}"
+    ));
+    verify.ok("systemd-analyze verify of the installed unit");
+    let exec = stage.sh(&format!("sed -n 's/^ExecStart=//p' {unit}"));
+    let exec = exec.stdout.trim().to_string();
+    assert_eq!(exec, "/usr/sbin/dkms-trigger boot", "{unit}");
+
+    // (a) a finalize killed mid-build.
+    let n = stage.builds().len();
+    let killed = stage.sh("$T/mkmodule.sh slow 1.0 --hang-while /etc/slow-hangs --source-only >/dev/null
+         touch /etc/slow-hangs
+         dkms-trigger record --source test:power-cut module-changed slow/1.0
+         dkms-trigger finalize --jobs 1 >/tmp/first.log 2>&1 &
+         pid=$!
+         for i in $(seq 600); do grep -q '^build slow ' /var/log/dkms-test-builds.log && break; sleep 0.2; done
+         echo build-started=$(grep -c '^build slow ' /var/log/dkms-test-builds.log || true)
+         kill -9 $pid
+         rc=0; wait $pid || rc=$?
+         echo first-status=$rc
+         echo in-progress-at-kill=$(grep -c in-progress /var/lib/dkms-trigger/state.toml || true)
+         echo built-at-kill=$(find /var/lib/dkms/slow -path '*/module/slow.ko*' | wc -l)
+         echo pending-at-kill=$(dkms-trigger spool | grep -c 'module-changed slow/1.0' || true)
+         rm /etc/slow-hangs");
+    killed.ok("killing a finalize mid-build");
+    let said = |o: &Out, key: &str| -> String {
+        o.stdout.lines().find_map(|l| l.strip_prefix(&format!("{key}="))).unwrap_or_default().to_string()
+    };
+    // The kill landed mid-build: the build had started, nothing of it was built, the finalize died
+    // of SIGKILL with the pair in progress and the intent still pending.
+    assert_eq!(said(&killed, "build-started"), "1", "{}", killed.show());
+    assert_eq!(said(&killed, "first-status"), "137", "{}", killed.show());
+    assert_eq!(said(&killed, "in-progress-at-kill"), "1", "{}", killed.show());
+    assert_eq!(said(&killed, "built-at-kill"), "0", "{}", killed.show());
+    assert_eq!(said(&killed, "pending-at-kill"), "1", "{}", killed.show());
+    let boot = stage.sh(&exec);
+    boot.ok("the unit's command after the kill");
+    // Each kernel once, plus the start the kill cut short.
+    let built = stage.builds()[n..].to_vec();
+    let mut want = pairs(&[("slow", &e.k1), ("slow", &e.k2)]);
+    *want.get_mut(&("slow".to_string(), built[0].kernel.clone())).unwrap() += 1;
+    assert_eq!(count(&built), want, "{}", boot.show());
+    let st = stage.dkms_status();
+    for k in [&e.k1, &e.k2] {
+        assert_eq!(st.get(&format!("slow/1.0 {k}")).map(String::as_str), Some("installed"), "{st:?}\n{}", boot.show());
+    }
+    let after = stage.sh("dkms-trigger spool; grep -c in-progress /var/lib/dkms-trigger/state.toml || true");
+    assert!(!after.stdout.contains("slow/1.0") && after.stdout.trim_end().ends_with('0'), "{}", after.show());
+
+    // (b) the running kernel's builds gone behind the tool's back.
+    let n = stage.builds().len();
+    stage
+        .sh("for m in tuser tbase pre; do dkms remove -m $m -v 1.0 -k $K1 >/dev/null; done")
+        .ok("removing K1's builds with dkms itself");
+    // With the host's kernel running (not installed in the chroot), nothing to catch up.
+    let host = stage.sh(&exec);
+    host.ok("the unit's command, the host's kernel running");
+    assert_eq!(stage.builds().len(), n, "{}", host.show());
+    let boot = stage.sh(&format!(
+        "echo $K1 >/tmp/osrelease && mount --bind /tmp/osrelease /proc/sys/kernel/osrelease
+         {exec}
+         echo ===
+         {exec}"
+    ));
+    boot.ok("the unit's command, K1 running");
+    let (first, second) = boot.stdout.split_once("===\n").unwrap_or_else(|| panic!("{}", boot.show()));
+    assert!(first.contains(&format!("the running kernel {} has no DKMS build or record of", e.k1)), "{}", boot.show());
+    let built = &stage.builds()[n..];
+    assert_eq!(count(built), pairs(&[("pre", &e.k1), ("tbase", &e.k1), ("tuser", &e.k1)]), "{}", boot.show());
+    let pos = |m: &str| built.iter().position(|b| b.module == m).unwrap();
+    assert!(pos("tbase") < pos("tuser"), "the dependency first: {built:?}");
+    assert_eq!(second, "", "the next boot is idle and silent: {}", boot.show());
+    let st = stage.dkms_status();
+    for m in AUTO {
+        assert_eq!(st.get(&format!("{m}/1.0 {}", e.k1)).map(String::as_str), Some("installed"), "{st:?}");
+    }
 }
 
 both!(noop_trigger_run_is_silent_and_builds_nothing);

@@ -11,7 +11,7 @@
 //!
 //! | step | transaction | expected |
 //! |---|---|---|
-//! | setup | stand-ins of the stock dkms hooks and of dracut (rpm) or mkinitcpio (pacman), headers of K1, then dkms-trigger | stock hooks masked |
+//! | setup | stand-ins of the stock dkms hooks and of dracut (rpm) or mkinitcpio (pacman), headers of K1, then dkms-trigger | stock hooks masked; dkms-trigger.service enabled by its preset (rpm), packaged and not enabled, the enable step printed (pacman) |
 //! | a | headers of K2 + pmalpha + pmbeta (BUILD_DEPENDS=pmalpha) | one finalize; each pair built once, pmalpha first; both modules on K1 and K2 |
 //! | b | reinstall (rpm) / same-KVER upgrade (pacman) of K2's headers | forced rebuild on K2 only |
 //! | c | erase pmbeta | its builds gone, one depmod per kernel |
@@ -21,7 +21,7 @@
 //! | e-remove (rpm) | erase of kernel-core (`kernel-install remove`) | K2's modules removed |
 //! | e (pacman) | kernel package of K2 (its vmlinuz and modules.order) | modules built by the finalize hook before the stand-in 90-mkinitcpio-install.hook's one generation for K2 |
 //! | g | pmalpha 1.0 -> 1.1 | old version removed, new one built |
-//! | f | erase dkms-trigger | masks gone, modules stay |
+//! | f | erase dkms-trigger | masks gone, modules stay; (rpm) the unit and its wants symlink gone |
 //!
 //! Needs root and a network path to the Debian mirrors (the first run builds the cached root). The
 //! packages it needs on the host (rpm, pacman, mmdebstrap...) are installed by
@@ -78,7 +78,7 @@ fn host_deps() {
     DONE.get_or_init(|| {
         assert!(nix::unistd::geteuid().is_root(), "the package-manager tests need root");
         run_ok(&[&format!("{CHECKOUT}/tests/setup/install-deps.sh"), "--rpm", "--pacman", "--chroot"]);
-        for tool in ["rpm", "rpmbuild", "pacman", "mmdebstrap", "zstd", "unshare", "chroot", "make"] {
+        for tool in ["rpm", "rpmbuild", "pacman", "mmdebstrap", "zstd", "unshare", "chroot", "make", "systemctl"] {
             run_ok(&["sh", "-c", &format!("command -v {tool}")]);
         }
     });
@@ -452,7 +452,11 @@ rpm_ -i {} {} {}
 rpm_ -i {}
 fact mask_plugin \"$(readlink $ROOT/etc/kernel/install.d/40-dkms.install)\"
 if [ -f $ROOT/etc/dkms/no-autoinstall ]; then fact mask_autoinstall yes; fi
-fact masks_recorded \"$(tr '\\n' ' ' <$ROOT/var/lib/dkms-trigger/package-masks)\"",
+fact masks_recorded \"$(tr '\\n' ' ' <$ROOT/var/lib/dkms-trigger/package-masks)\"
+fact unit_exec \"$(sed -n 's/^ExecStart=//p' $ROOT/usr/lib/systemd/system/dkms-trigger.service)\"
+fact preset \"$(cat $ROOT/usr/lib/systemd/system-preset/80-dkms-trigger.preset | grep -v '^#')\"
+fact unit_wants \"$(readlink $ROOT/etc/systemd/system/multi-user.target.wants/dkms-trigger.service)\"
+fact unit_enabled \"$(systemctl --root=$ROOT is-enabled dkms-trigger.service 2>&1)\"",
         env.pkg("pmtest-dkms-plugin"),
         env.pkg("pmtest-dracut"),
         env.pkg(&format!("pmtest-kernel-devel-{k1u}")),
@@ -462,6 +466,19 @@ fact masks_recorded \"$(tr '\\n' ' ' <$ROOT/var/lib/dkms-trigger/package-masks)\
     assert_eq!(s.rc, 0, "{}", ctx(&s));
     assert_eq!(s.facts.get("mask_plugin").map(String::as_str), Some("/dev/null"), "{}", ctx(&s));
     assert_eq!(s.facts.get("mask_autoinstall").map(String::as_str), Some("yes"), "{}", ctx(&s));
+    // The boot catch-up unit and its preset, applied by %systemd_post: enabled, not started.
+    let fact = |k: &str| s.facts.get(k).cloned().unwrap_or_default();
+    assert_eq!(fact("unit_exec"), "/usr/sbin/dkms-trigger boot", "{}", ctx(&s));
+    assert_eq!(fact("preset"), "enable dkms-trigger.service", "{}", ctx(&s));
+    // Debian 12's systemctl names the unit by its first search path, /lib (the same file on a
+    // merged-/usr root); Debian 13's by /usr/lib.
+    assert!(
+        ["/usr/lib/systemd/system/dkms-trigger.service", "/lib/systemd/system/dkms-trigger.service"]
+            .contains(&fact("unit_wants").as_str()),
+        "{}",
+        ctx(&s)
+    );
+    assert_eq!(fact("unit_enabled"), "enabled", "{}", ctx(&s));
 
     // a. one transaction: headers of K2 and two modules, pmbeta depending on pmalpha.
     let script = with_probe(
@@ -552,13 +569,15 @@ rpm_ -ivh {}",
         &env,
         "rpm_ -ev dkms-trigger
 if [ -e $ROOT/etc/kernel/install.d/40-dkms.install ] || [ -L $ROOT/etc/kernel/install.d/40-dkms.install ]; then fact mask_plugin present; else fact mask_plugin gone; fi
-if [ -e $ROOT/etc/dkms/no-autoinstall ]; then fact mask_autoinstall present; else fact mask_autoinstall gone; fi",
+if [ -e $ROOT/etc/dkms/no-autoinstall ]; then fact mask_autoinstall present; else fact mask_autoinstall gone; fi
+if [ -e $ROOT/usr/lib/systemd/system/dkms-trigger.service ] || [ -L $ROOT/etc/systemd/system/multi-user.target.wants/dkms-trigger.service ]; then fact unit present; else fact unit gone; fi",
     );
     let s = env.step("f", &script);
     let c = ctx(&s);
     assert_eq!(s.rc, 0, "{c}");
     assert_eq!(s.facts.get("mask_plugin").map(String::as_str), Some("gone"), "{c}");
     assert_eq!(s.facts.get("mask_autoinstall").map(String::as_str), Some("gone"), "{c}");
+    assert_eq!(s.facts.get("unit").map(String::as_str), Some("gone"), "unit file and wants symlink: {c}");
     assert_eq!(s.facts.get(&format!("pmalpha_ko_{}", env.k1)).map(String::as_str), Some("yes"), "{c}");
     assert_eq!(s.facts.get("pmalpha_1.0_registered").map(String::as_str), Some("no"), "{c}");
     eprintln!("pm_e2e: {} total {:.1}s", env.pm, started.elapsed().as_secs_f64());
@@ -577,7 +596,9 @@ pacman_ -U {} {} {}
 pacman_ -U {}
 for h in 70-dkms-install 70-dkms-upgrade 71-dkms-remove; do
     fact mask_$h \"$(readlink $ROOT/etc/pacman.d/hooks/$h.hook)\"
-done",
+done
+fact unit_exec \"$(sed -n 's/^ExecStart=//p' $ROOT/usr/lib/systemd/system/dkms-trigger.service)\"
+fact unit_enabled \"$(systemctl --root=$ROOT is-enabled dkms-trigger.service 2>&1)\"",
         env.pkg("pmtest-dkms-hooks"),
         env.pkg("pmtest-mkinitcpio"),
         env.pkg(&format!("pmtest-headers-{k1}-1-1")),
@@ -589,6 +610,10 @@ done",
     for h in ["70-dkms-install", "70-dkms-upgrade", "71-dkms-remove"] {
         assert_eq!(s.facts.get(&format!("mask_{h}")).map(String::as_str), Some("/dev/null"), "{c}");
     }
+    // The boot catch-up unit is packaged, not enabled (Arch's way); post_install says how.
+    assert_eq!(s.facts.get("unit_exec").map(String::as_str), Some("/usr/bin/dkms-trigger boot"), "{c}");
+    assert_eq!(s.facts.get("unit_enabled").map(String::as_str), Some("disabled"), "{c}");
+    assert!(s.output.contains("systemctl enable dkms-trigger.service"), "the enable step is printed: {c}");
     // The stand-ins did run for K1's headers, before dkms-trigger was there: they work.
     assert!(s.stock.iter().any(|l| l == "70-dkms-install"), "{c}");
 

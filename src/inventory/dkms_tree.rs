@@ -60,6 +60,16 @@ pub(crate) fn module_files(root: &Root, base: &Path) -> Vec<String> {
 
 /// Every registered module version.
 pub(crate) fn scan(root: &Root, notes: &mut Vec<String>) -> anyhow::Result<Vec<Registered>> {
+    scan_kernels(root, None, notes)
+}
+
+/// Every registered module version, with its builds for `only` (all kernels when None): looking
+/// at one kernel reads a few entries per module instead of every build.
+pub(crate) fn scan_kernels(
+    root: &Root,
+    only: Option<&str>,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<Vec<Registered>> {
     let Ok(tree) = resolve(root, Path::new(DKMS_TREE)) else { return Ok(Vec::new()) };
     if !root.is_dir(&tree) {
         return Ok(Vec::new());
@@ -79,9 +89,10 @@ pub(crate) fn scan(root: &Root, notes: &mut Vec<String>) -> anyhow::Result<Vec<R
                 continue;
             }
         };
+        let prefix = only.map_or_else(|| "kernel-".to_string(), |k| format!("kernel-{k}-"));
         let links: BTreeMap<String, PathBuf> = in_mdir
             .iter()
-            .filter(|(n, t)| t.is_symlink() && n.starts_with("kernel-"))
+            .filter(|(n, t)| t.is_symlink() && n.starts_with(&prefix))
             .filter_map(|(n, _)| root.read_link(mdir.join(n)).ok().map(|t| (n.clone(), t)))
             .collect();
         for v in subdirs(&in_mdir) {
@@ -102,7 +113,7 @@ pub(crate) fn scan(root: &Root, notes: &mut Vec<String>) -> anyhow::Result<Vec<R
                 kos: BTreeMap::new(),
                 present: BTreeSet::new(),
             };
-            builds(root, &mdir, &links, &vdir, &mut reg, notes);
+            builds(root, &mdir, &links, &vdir, only, &mut reg, notes);
             out.push(reg);
         }
     }
@@ -162,11 +173,16 @@ fn builds(
     mdir: &Path,
     links: &BTreeMap<String, PathBuf>,
     vdir: &Path,
+    only: Option<&str>,
     reg: &mut Registered,
     notes: &mut Vec<String>,
 ) {
     let (m, v) = (&reg.name, &reg.version);
-    for k in subdirs(&entries(root, vdir).unwrap_or_default()) {
+    let kernels: Vec<String> = match only {
+        Some(k) => root.lstat(vdir.join(k)).is_ok_and(|md| md.is_dir()).then(|| k.to_string()).into_iter().collect(),
+        None => subdirs(&entries(root, vdir).unwrap_or_default()).collect(),
+    };
+    for k in kernels {
         let kdir = vdir.join(&k);
         // `build` is the shared scratch directory; `source` may be a plain directory (3.0.10).
         if k == "build" || k == "source" {

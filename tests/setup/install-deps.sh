@@ -9,10 +9,12 @@
 # and prints them, the last line being `kernels: K1 K2` (oldest first).
 #
 # Usage: tests/setup/install-deps.sh [--rpm] [--pacman] [--chroot] [--deb] [--flavour F] [--dry-run]
-#   --rpm      rpm (rpm, rpmbuild) for rpm trigger tests
-#   --pacman   pacman-package-manager, zstd, libarchive-tools for ALPM hook tests
+#   --rpm      rpm (rpm, rpmbuild) for rpm trigger tests; systemd (systemctl --root: is the boot
+#              unit enabled in the test root)
+#   --pacman   pacman-package-manager, zstd, libarchive-tools for ALPM hook tests; systemd (as --rpm)
 #   --chroot   mmdebstrap for throwaway Debian chroots
-#   --deb      debhelper, lintian, dpkg-dev for building the .deb
+#   --deb      debhelper, lintian, dpkg-dev for building the .deb; pkgconf and systemd's pkg-config
+#              file (debian/rules asks it where units go) and systemd-analyze (the unit's check)
 #   --flavour  kernel flavour of the header packages (default: amd64 on Debian amd64, generic on
 #              Ubuntu); -cloud, -rt and other flavours are never picked by default. The Rust tests
 #              read the flavour from DKMS_TRIGGER_TEST_FLAVOUR: set it to the same value for them.
@@ -28,10 +30,10 @@ flavour=""
 dry_run=""
 while (($#)); do
     case "$1" in
-        --rpm) extra+=(rpm) ;;
-        --pacman) extra+=(pacman-package-manager zstd libarchive-tools) ;;
+        --rpm) extra+=(rpm systemd) ;;
+        --pacman) extra+=(pacman-package-manager zstd libarchive-tools systemd) ;;
         --chroot) extra+=(mmdebstrap) ;;
-        --deb) extra+=(debhelper lintian dpkg-dev) ;;
+        --deb) extra+=(debhelper lintian dpkg-dev pkgconf systemd deb_systemd_dev) ;;
         --flavour) flavour="${2:?--flavour needs a value}"; shift ;;
         --flavour=*) flavour="${1#*=}" ;;
         --dry-run) dry_run=1 ;;
@@ -91,6 +93,14 @@ if ! headers=$(choose_headers); then
 fi
 [[ $(wc -w <<<"$headers") == 2 ]] ||
     die "fewer than two installable linux-headers-*-${flavour:-<default flavour>} packages are offered (check /etc/apt/sources.list*, or pass --flavour)"
+
+# systemd.pc is in systemd-dev from Debian 13 on, in systemd before: the placeholder becomes
+# systemd-dev where the archive has it.
+for i in "${!extra[@]}"; do
+    if [[ ${extra[$i]} == deb_systemd_dev ]]; then
+        if apt-cache show systemd-dev >/dev/null 2>&1; then extra[i]=systemd-dev; else unset 'extra[i]'; fi
+    fi
+done
 
 # shellcheck disable=SC2206
 wanted=("${base[@]}" "${extra[@]}" $headers)
