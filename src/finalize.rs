@@ -15,6 +15,7 @@ use crate::pipeline;
 use crate::plan::Plan;
 use crate::root::{self, Root};
 use crate::runner::{self, Log};
+use crate::secureboot;
 use crate::spool::{self, Entry};
 use crate::state::Outcome;
 use crate::statefile;
@@ -148,6 +149,7 @@ pub fn run(root: &Root, config: &Config, opts: &Options) -> Result<Code> {
         print_summary(&total, started.elapsed(), rl, root);
         rotate_logs(root, config.keep_runs as usize);
     }
+    secureboot::after_builds(root, &total.built);
     Ok(if total.errors > 0 { Code::Failure } else { Code::Ok })
 }
 
@@ -244,6 +246,7 @@ pub fn early(root: &Root, config: &Config, kernel: &str, unsettled: &Unsettled<'
     merge(&mut total, s, &plan);
     print_summary(&total, started.elapsed(), &rl, root);
     rotate_logs(root, config.keep_runs as usize);
+    secureboot::after_builds(root, &total.built);
     Ok(Code::Ok)
 }
 
@@ -275,6 +278,9 @@ fn merge(total: &mut Summary, s: Summary, plan: &Plan) {
     for mut r in s.reports {
         // Keep the pair's identity with the report: the plan index means nothing across rounds.
         let j = &plan.jobs[r.index];
+        if r.outcome == Outcome::Installed {
+            total.built.push((j.module.clone(), j.version.clone(), j.kernel.clone(), j.arch.clone()));
+        }
         r.detail = Some(format!(
             "{}/{} on {}{}",
             j.module,

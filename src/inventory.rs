@@ -491,6 +491,14 @@ fn parse_dkms_version(script: &str) -> Option<String> {
 }
 
 /// `uname -r` and `uname -m` of the running system.
+/// Why dkms's framework configuration (/etc/dkms itself, framework.conf, framework.conf.d) fails
+/// the trust rule, if it does: then nothing sources it.
+pub(crate) fn etc_dkms_problem(root: &Root) -> Option<String> {
+    trust::EtcDkms::check(root).global().map(str::to_string)
+}
+
+pub(crate) use dkms_tree::module_files;
+
 pub(crate) fn uname() -> (String, String) {
     // SAFETY: uname() only writes into the struct it is given, whose fields it NUL-terminates.
     let mut u: nix::libc::utsname = unsafe { std::mem::zeroed() };

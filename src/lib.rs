@@ -29,6 +29,7 @@ pub mod report;
 pub mod root;
 pub mod runner;
 pub mod scheduler;
+pub mod secureboot;
 pub mod spool;
 pub mod state;
 pub mod statefile;

@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::exit::Code;
 use crate::pipeline;
 use crate::root::Root;
+use crate::secureboot;
 use crate::spool::{self, SpoolFile};
 use crate::status;
 use crate::ui;
@@ -107,13 +108,21 @@ pub fn print_plan(root: &Root, config: &Config, rescan: bool, retry_failed: bool
 /// `dkms-trigger status [--json]`: the module x kernel table. Read-only.
 pub fn print_status(root: &Root, config: &Config, as_json: bool) -> Result<Code> {
     let p = pipeline::preview(root, config, false, false)?;
-    let table = status::table(&p.inventory, &p.state, &p.plan);
+    let sb = secureboot::report(root);
+    let sigs = secureboot::signatures(root, &secureboot::installed_builds(&p.inventory), &sb.certificate);
+    let table = status::table(&p.inventory, &p.state, &p.plan).with_signatures(sigs);
     if as_json {
-        let doc =
-            json!({ "version": JSON_VERSION, "kernels": table.kernels, "modules": table.rows, "notes": p.plan.notes });
+        let doc = json!({
+            "version": JSON_VERSION,
+            "kernels": table.kernels,
+            "modules": table.rows,
+            "notes": p.plan.notes,
+            "secure_boot": sb,
+        });
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         print!("{table}");
+        print!("\n{}", table.secure_boot_text(&sb));
         if !p.intents.is_empty() {
             println!(
                 "\n{} pending intent(s): run `dkms-trigger finalize` (or see `dkms-trigger plan`)",

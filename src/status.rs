@@ -3,6 +3,7 @@
 
 use crate::inventory::Inventory;
 use crate::plan::{Action, Plan, SkipKind};
+use crate::secureboot::{PairSignature, Report, Signed};
 use crate::state::{Outcome, PairState, State};
 use crate::version;
 use serde::Serialize;
@@ -65,6 +66,9 @@ pub struct Pair {
     /// Root-relative log of the last job, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
+    /// The signatures of the installed build's module files (`with_signatures`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<PairSignature>,
 }
 
 /// One module row.
@@ -139,7 +143,8 @@ pub fn table(inv: &Inventory, state: &State, pending: &Plan) -> Table {
 }
 
 fn pair(inv: &Inventory, state: &State, pending: &Plan, name: &str, versions: &[&str], k: &str) -> Pair {
-    let mut p = Pair { kernel: k.to_string(), cell: Cell::Absent, version: None, detail: None, log: None };
+    let mut p =
+        Pair { kernel: k.to_string(), cell: Cell::Absent, version: None, detail: None, log: None, signature: None };
     let arch = inv.kernels.get(k).map(|kk| kk.arch.as_str()).unwrap_or("");
     if let Some(j) = pending.jobs.iter().find(|j| j.module == name && j.kernel == k) {
         p.version = Some(j.version.clone());
@@ -265,6 +270,109 @@ fn pair(inv: &Inventory, state: &State, pending: &Plan, name: &str, versions: &[
         }
     }
     p
+}
+
+impl Table {
+    /// Adds the signatures of installed builds, keyed by (module, kernel).
+    pub fn with_signatures(mut self, mut sigs: BTreeMap<(String, String), PairSignature>) -> Table {
+        for r in &mut self.rows {
+            for p in &mut r.pairs {
+                p.signature = sigs.remove(&(r.module.clone(), p.kernel.clone()));
+            }
+        }
+        self
+    }
+
+    /// The Secure Boot section of `status`: per kernel, who signed the installed DKMS modules;
+    /// the certificate dkms signs with; the firmware's state and that certificate's enrolment.
+    pub fn secure_boot_text(&self, sb: &Report) -> String {
+        let mut out = String::from("Module signatures:\n");
+        let mut any = false;
+        for (i, k) in self.kernels.iter().enumerate() {
+            let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for r in &self.rows {
+                let Some(sig) = r.pairs.get(i).and_then(|p| p.signature.as_ref()) else { continue };
+                let name = match &r.pairs[i].version {
+                    Some(v) => format!("{}/{v}", r.module),
+                    None => r.module.clone(),
+                };
+                groups.entry(signature_words(sig)).or_default().push(name);
+            }
+            if groups.is_empty() {
+                continue;
+            }
+            any = true;
+            let parts: Vec<String> = groups.iter().map(|(how, names)| format!("{how}: {}", names.join(", "))).collect();
+            out.push_str(&format!("  {}: {}\n", k.version, parts.join("; ")));
+        }
+        if !any {
+            out.push_str("  no installed DKMS module\n");
+        }
+        let c = &sb.certificate;
+        match &c.path {
+            Some(path) => {
+                let serial = c.serial.as_deref().map(|s| format!(", key {s}")).unwrap_or_default();
+                let made = if c.exists { "" } else { ", not made yet (dkms makes it at its first signed build)" };
+                out.push_str(&format!("dkms signs with: {path} ({}{serial}{made})\n", c.from));
+            }
+            None => out.push_str("dkms signs with: unknown\n"),
+        }
+        if let Some(p) = &c.problem {
+            out.push_str(&format!("  {p}\n"));
+        }
+        let fw = &sb.firmware;
+        out.push_str(&format!("Secure Boot: {}", fw.state.words()));
+        if let Some(d) = &fw.state_detail {
+            let hint = if d.contains("not found") { "; install mokutil to see it" } else { "" };
+            out.push_str(&format!(" ({d}{hint})"));
+        }
+        out.push('\n');
+        if fw.state.enforcing() {
+            out.push_str(&format!("  the dkms certificate is {}", fw.enrolment.words()));
+            if let Some(d) = &fw.enrolment_detail {
+                out.push_str(&format!(" ({d})"));
+            }
+            out.push('\n');
+            if fw.enrolment == crate::backend::mokutil::Enrolment::NotEnrolled {
+                let path = c.path.as_deref().unwrap_or_default();
+                out.push_str(&format!(
+                    "  modules signed with it do not load: run `mokutil --import {path}`, then confirm the key in \
+                     MokManager at the next boot\n"
+                ));
+            }
+        }
+        out
+    }
+}
+
+fn signature_words(s: &PairSignature) -> String {
+    use crate::backend::modinfo::Signature;
+    let signers = || {
+        let mut v: Vec<String> = s
+            .files
+            .values()
+            .filter_map(|f| match f {
+                Signature::Signed { signer, key } => Some(format!("\"{signer}\" {key}")),
+                _ => None,
+            })
+            .collect();
+        v.dedup();
+        v.join(", ")
+    };
+    match (s.state, s.by_dkms_key) {
+        (Signed::Signed, Some(true)) => "signed by the dkms key".into(),
+        (Signed::Signed, Some(false)) => format!("signed by another key ({})", signers()),
+        (Signed::Signed, None) => format!("signed ({})", signers()),
+        (Signed::Partly, _) => "PARTLY SIGNED".into(),
+        (Signed::Unsigned, _) => "NOT SIGNED".into(),
+        (Signed::Unknown, _) => {
+            let why = s.files.values().find_map(|f| match f {
+                Signature::Unknown { why } => Some(why.as_str()),
+                _ => None,
+            });
+            format!("signature unknown ({})", why.unwrap_or("no module file"))
+        }
+    }
 }
 
 /// When a failed pair is tried again.

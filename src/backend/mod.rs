@@ -1,12 +1,15 @@
-//! The external programs that change the system, one file per command family: `dkms` (build,
-//! install, unbuild, remove), `depmod`, and the initramfs tools (update-initramfs/dracut and
-//! their listers lsinitramfs/lsinitrd; mkinitcpio is left to its own pacman hook). Each runs
+//! The external programs, one file per command family: those that change the system, `dkms`
+//! (build, install, unbuild, remove), `depmod`, and the initramfs tools (update-initramfs/dracut
+//! and their listers lsinitramfs/lsinitrd; mkinitcpio is left to its own pacman hook); and those
+//! only asked questions, `modinfo` (module signatures) and `mokutil` (Secure Boot). Each runs
 //! through `runner::Cmd` and maps the program's answer to a result; parsers take text and are
 //! tested on captured output.
 
 pub mod depmod;
 pub mod dkms;
 pub mod initrd;
+pub mod modinfo;
+pub mod mokutil;
 
 pub use depmod::Depmod;
 pub use dkms::{classify_build, Dkms, Step, Target};

@@ -36,6 +36,9 @@ pub struct Summary {
     pub depmod: Vec<String>,
     pub initramfs: Vec<String>,
     pub dkms_builds: usize,
+    /// The builds installed, (module, version, kernel, arch): filled by the finalizer across
+    /// rounds, for the Secure Boot advice at its end.
+    pub built: Vec<crate::secureboot::Build>,
 }
 
 pub(super) struct Sink<'a> {

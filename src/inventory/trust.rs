@@ -159,6 +159,11 @@ impl EtcDkms {
         out
     }
 
+    /// The problem that concerns every module, if any.
+    pub(crate) fn global(&self) -> Option<&str> {
+        self.global.as_deref()
+    }
+
     /// Why module `name` must not be built: a problem for all, or one with a file dkms sources for
     /// it (`name.conf`, `name-*`, `name/`). Module names that extend another (`foo` and `foo-bar`)
     /// share the `foo-` files: such a file counts against both, on the safe side.
