@@ -12,7 +12,7 @@ mod weak;
 use crate::config::Config;
 use crate::dkmsconf::{ConfValues, Evaluated, KernelContext, Options, Request};
 use crate::fingerprint::{Fingerprint, SourceDigest};
-use crate::paths::{DKMS_ETC, DKMS_SCRIPTS, DKMS_SIGNING_KEY, DKMS_TREE, MODULE_DIRS, OS_RELEASE, SOURCE_TREE};
+use crate::paths::{DKMS_ETC, DKMS_SCRIPTS, DKMS_TREE, MODULE_DIRS, OS_RELEASE, SOURCE_TREE};
 use crate::root::Root;
 use crate::validate::{check, What};
 use prints::{KernelCache, Overrides};
@@ -34,7 +34,8 @@ pub struct Inventory {
     pub running_kernel: Option<String>,
     /// The installed dkms's version ("3.0.10"), read from the dkms script; None if not found.
     pub dkms_version: Option<String>,
-    /// dkms's signing key pair exists (without it, the first signed build generates it).
+    /// dkms's signing key pair exists where its configuration puts it (without it, the first
+    /// signed build generates it).
     pub signing_key: bool,
     pub modules: BTreeMap<ModKey, Module>,
     /// Things noticed while scanning that do not stop anything (a dangling build link...).
@@ -184,7 +185,7 @@ pub fn scan_with(root: &Root, config: &Config, evaluate: Evaluator<'_>) -> anyho
     }
 
     let running_kernel = Some(release).filter(|r| root.is_host() && kernels.contains_key(r));
-    let signing_key = DKMS_SIGNING_KEY.iter().all(|p| root.exists(p));
+    let signing_key = crate::secureboot::certificate_with(root, etc.global()).pair_exists(root);
     Ok(Inventory { kernels, running_kernel, dkms_version, signing_key, modules, notes })
 }
 

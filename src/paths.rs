@@ -56,8 +56,6 @@ pub const DEBIAN_INITRAMFS_HOOKS: [&str; 2] = ["initramfs-tools", "dracut"];
 /// kernel-install(8) plugin directories, and ours among the plugins (hooks/rpm).
 pub const KERNEL_INSTALL_DIRS: [&str; 2] = ["etc/kernel/install.d", "usr/lib/kernel/install.d"];
 pub const OUR_KERNEL_INSTALL_PLUGIN: &str = "45-dkms-trigger.install";
-/// dkms's module signing key pair (its first signed build generates them).
-pub const DKMS_SIGNING_KEY: [&str; 2] = ["var/lib/dkms/mok.key", "var/lib/dkms/mok.pub"];
 
 /// Where the dkms script may be, in the order dkms's Makefile and distributions install it.
 pub const DKMS_SCRIPTS: [&str; 3] = ["usr/sbin/dkms", "sbin/dkms", "usr/bin/dkms"];

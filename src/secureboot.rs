@@ -15,9 +15,12 @@ use std::time::Duration;
 
 /// The certificate dkms makes and signs with unless its configuration names another.
 pub const DKMS_CERTIFICATE: &str = "/var/lib/dkms/mok.pub";
+/// Its private key.
+pub const DKMS_KEY: &str = "/var/lib/dkms/mok.key";
 /// dkms's default on Ubuntu (and distributions like it) when no signing key is configured: the
-/// key update-secureboot-policy makes (and enrols with shim-signed).
+/// pair update-secureboot-policy makes (and enrols with shim-signed).
 pub const UBUNTU_CERTIFICATE: &str = "/var/lib/shim-signed/mok/MOK.der";
+pub const UBUNTU_KEY: &str = "/var/lib/shim-signed/mok/MOK.priv";
 
 /// Sources dkms's framework files the way its read_framework_conf does, for the two signing
 /// variables: each file in a subshell that starts with what the files before it left (a file
@@ -45,6 +48,9 @@ pub struct Certificate {
     pub path: Option<String>,
     /// What chose it: "dkms's default", or the framework file that set `mok_certificate`.
     pub from: String,
+    /// The private key dkms signs with (a path, or a `pkcs11:` URI), when it can be told.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<String>,
     /// The file exists (dkms makes it, with its key, at the first signed build).
     pub exists: bool,
     /// Its serial number the way modinfo prints a module's `sig_key`, when it is DER (as dkms
@@ -100,14 +106,20 @@ pub struct Report {
 /// as dkms does (only when they pass the trust rule: dkms sources them as root), dkms's defaults
 /// otherwise (Ubuntu's when no signing key is set there).
 pub fn certificate(root: &Root) -> Certificate {
+    certificate_with(root, crate::inventory::etc_dkms_problem(root).as_deref())
+}
+
+/// `certificate`, with the trust rule's verdict on /etc/dkms already known.
+pub(crate) fn certificate_with(root: &Root, etc_problem: Option<&str>) -> Certificate {
     let unknown = |from: &str, why: String| Certificate {
         path: None,
         from: from.to_string(),
+        signing_key: None,
         exists: false,
         serial: None,
         problem: Some(why),
     };
-    if let Some(why) = crate::inventory::etc_dkms_problem(root) {
+    if let Some(why) = etc_problem {
         return unknown("/etc/dkms", format!("dkms's framework configuration is not trusted: {why}"));
     }
     let mut files = vec![root.path(DKMS_ETC).join("framework.conf")];
@@ -126,9 +138,11 @@ pub fn certificate(root: &Root) -> Certificate {
     let (dist, records) = if files.is_empty() {
         (os_release_id(root), Vec::new())
     } else {
+        // os-release is sourced too: only when root may trust it (else dkms's "unknown").
+        let os_release = root.open_trusted(OS_RELEASE).map(|t| t.path).unwrap_or_default();
         let run = Cmd::new("bash")
             .args(["-c", FRAMEWORK_SH, "bash"])
-            .arg(root.path(OS_RELEASE))
+            .arg(os_release)
             .args(&files)
             .timeout(Duration::from_secs(10))
             .output();
@@ -138,8 +152,15 @@ pub fn certificate(root: &Root) -> Certificate {
             Err(e) => return unknown("/etc/dkms", format!("reading dkms's framework files: {e:#}")),
         }
     };
-    let (path, from) = choose(&dist, &records, root);
-    let mut c = Certificate { path: Some(path.clone()), from, exists: false, serial: None, problem: None };
+    let (path, signing_key, from) = choose(&dist, &records, root);
+    let mut c = Certificate {
+        path: Some(path.clone()),
+        from,
+        signing_key: Some(signing_key),
+        exists: false,
+        serial: None,
+        problem: None,
+    };
     if let Err(why) = plain_absolute(&path) {
         c.problem = Some(why);
         return c;
@@ -186,10 +207,10 @@ fn parse_framework(out: &str) -> (String, Records) {
     (dist, records)
 }
 
-/// dkms's prepare_mok, for the certificate: a configured signing key keeps the configured (or
-/// default) certificate; without one, Ubuntu uses update-secureboot-policy's pair whatever
-/// mok_certificate says.
-fn choose(dist: &str, records: &Records, root: &Root) -> (String, String) {
+/// dkms's prepare_mok: a configured signing key keeps the configured (or default) certificate;
+/// without one, Ubuntu uses update-secureboot-policy's pair whatever mok_certificate says.
+/// (certificate, key, what chose the certificate).
+fn choose(dist: &str, records: &Records, root: &Root) -> (String, String, String) {
     let mut cert = String::new();
     let mut from = None;
     for (file, c, _) in records {
@@ -198,13 +219,29 @@ fn choose(dist: &str, records: &Records, root: &Root) -> (String, String) {
         }
         cert = c.clone();
     }
-    let key_set = records.last().is_some_and(|(_, _, k)| !k.is_empty());
-    if !key_set && dist.starts_with("ubuntu") {
-        (UBUNTU_CERTIFICATE.to_string(), "dkms's default on Ubuntu (update-secureboot-policy's key)".to_string())
-    } else if cert.is_empty() {
-        (DKMS_CERTIFICATE.to_string(), "dkms's default".to_string())
+    let key = records.last().map(|(_, _, k)| k.clone()).unwrap_or_default();
+    if key.is_empty() && dist.starts_with("ubuntu") {
+        let from = "dkms's default on Ubuntu (update-secureboot-policy's key)";
+        return (UBUNTU_CERTIFICATE.to_string(), UBUNTU_KEY.to_string(), from.to_string());
+    }
+    let key = if key.is_empty() { DKMS_KEY.to_string() } else { key };
+    if cert.is_empty() {
+        (DKMS_CERTIFICATE.to_string(), key, "dkms's default".to_string())
     } else {
-        (cert, from.map(|p| p.display().to_string()).unwrap_or_default())
+        (cert, key, from.map(|p| p.display().to_string()).unwrap_or_default())
+    }
+}
+
+impl Certificate {
+    /// dkms has its key pair: a build signs without making one first (two builds that both make
+    /// it race, docs/dkms-behaviour.md). False when that cannot be told.
+    pub fn pair_exists(&self, root: &Root) -> bool {
+        let key_there = match self.signing_key.as_deref() {
+            Some(k) if k.starts_with("pkcs11:") => true,
+            Some(k) => plain_absolute(k).is_ok() && root.exists(root.path(k)),
+            None => false,
+        };
+        self.exists && key_there
     }
 }
 
@@ -315,7 +352,8 @@ pub fn signatures(root: &Root, builds: &[Build], cert: &Certificate) -> BTreeMap
     let mut files_of: Vec<(&Build, Vec<PathBuf>)> = Vec::new();
     for b in builds {
         let base = root.path(DKMS_TREE).join(&b.0).join(&b.1).join(&b.2).join(&b.3);
-        let files = crate::inventory::module_files(root, &base).into_iter().map(|f| base.join("module").join(f)).collect();
+        let files =
+            crate::inventory::module_files(root, &base).into_iter().map(|f| base.join("module").join(f)).collect();
         files_of.push((b, files));
     }
     let all: Vec<PathBuf> = files_of.iter().flat_map(|(_, f)| f.iter().cloned()).collect();
@@ -446,7 +484,9 @@ pub fn after_builds(root: &Root, built: &[Build]) {
     let sigs = signatures(root, built, &cert);
     let named: Vec<(String, PairSignature)> = built
         .iter()
-        .filter_map(|b| sigs.get(&(b.0.clone(), b.2.clone())).map(|s| (format!("{}/{} on {}", b.0, b.1, b.2), s.clone())))
+        .filter_map(|b| {
+            sigs.get(&(b.0.clone(), b.2.clone())).map(|s| (format!("{}/{} on {}", b.0, b.1, b.2), s.clone()))
+        })
         .collect();
     match advice(&fw, &cert, &named) {
         Some((true, text)) => crate::ui::warn(text),

@@ -1395,6 +1395,140 @@ fn the_boot_unit_completes_a_killed_finalize_and_catches_up_the_running_kernel(r
     }
 }
 
+both!(secure_boot_status_tells_who_signed_what_and_one_warning_says_how_to_enrol_the_key);
+/// Issue 15, Secure Boot. Real signing by the release's real dkms; the firmware's answers come
+/// from a stand-in mokutil (tests/deb/mokutil-standin.sh, the one stand-in: a chroot has no
+/// firmware). (a) As the chroot comes (no openssl, so dkms could make no key: every module built
+/// unsigned; no mokutil): status says NOT SIGNED per kernel, the certificate dkms would use, and
+/// that the Secure Boot state is unknown without mokutil. (b) Secure Boot on, modules rebuilt
+/// unsigned: one warning naming them. (c) openssl installed and a signing key configured in
+/// framework.conf.d: dkms makes the pair there and signs; the finalize prints one warning with
+/// `mokutil --import` of that certificate and what the next boot does; status (text and JSON)
+/// shows the modules signed by that key (its serial as openssl reads it), the certificate's path
+/// and where it was configured, Secure Boot enabled and the key not enrolled. (d) Key enrolled,
+/// enrolment pending, or Secure Boot off: no warning (pending: one line about the next boot); with
+/// Secure Boot off the key's enrolment is not even asked.
+fn secure_boot_status_tells_who_signed_what_and_one_warning_says_how_to_enrol_the_key(rel: Rel) {
+    let e = env(rel);
+    let stage = Stage::child(&s1(rel).stage, "secureboot");
+    let warnings = |o: &Out| o.stderr.lines().filter(|l| l.starts_with("warning:")).count();
+    let json = |stage: &Stage| -> serde_json::Value {
+        let o = stage.sh("dkms-trigger status --json");
+        o.ok("status --json");
+        serde_json::from_str(&o.stdout).unwrap_or_else(|err| panic!("{err}: {}", o.show()))
+    };
+    let sig_of = |doc: &serde_json::Value, module: &str, kernel: &str| -> serde_json::Value {
+        let row = doc["modules"].as_array().unwrap().iter().find(|r| r["module"] == module).unwrap();
+        let p = row["pairs"].as_array().unwrap().iter().find(|p| p["kernel"] == kernel).unwrap();
+        p["signature"].clone()
+    };
+
+    // (a) the world as built: unsigned, no mokutil.
+    let st = stage.sh("dkms-trigger status");
+    st.ok("status");
+    for k in [&e.k1, &e.k2] {
+        let line = st
+            .stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{k}: ")))
+            .unwrap_or_else(|| panic!("no signature line for {k}: {}", st.show()));
+        assert!(line.contains("NOT SIGNED: ") && line.contains("pre/1.0") && line.contains("tuser/1.0"), "{line}");
+    }
+    assert!(
+        st.stdout.contains("dkms signs with: /var/lib/dkms/mok.pub (dkms's default, not made yet"),
+        "{}",
+        st.show()
+    );
+    assert!(st.stdout.contains("Secure Boot: unknown (") && st.stdout.contains("install mokutil"), "{}", st.show());
+    let doc = json(&stage);
+    assert_eq!(sig_of(&doc, "pre", &e.k1)["state"], "unsigned", "{doc:#}");
+    assert_eq!(doc["secure_boot"]["firmware"]["state"], "unknown", "{doc:#}");
+    assert_eq!(doc["secure_boot"]["certificate"]["exists"], false, "{doc:#}");
+
+    // (b) Secure Boot on, the rebuilt modules unsigned: one warning that names them.
+    stage
+        .sh("install -m 755 $T/mokutil-standin.sh /usr/local/sbin/mokutil
+             printf 'sb=enabled\\nkey=not-enrolled\\n' >/etc/mokutil-standin")
+        .ok("installing the mokutil stand-in");
+    let fin = stage.sh("dkms-trigger record rebuild -m pre && dkms-trigger finalize");
+    fin.ok("rebuilding pre unsigned");
+    assert_eq!(warnings(&fin), 1, "{}", fin.show());
+    for k in [&e.k1, &e.k2] {
+        assert!(fin.stderr.contains(&format!("pre/1.0 on {k}")), "{}", fin.show());
+    }
+    assert!(fin.stderr.contains("are not signed, so the kernel will refuse"), "{}", fin.show());
+
+    // (c) a key configured in framework.conf.d and openssl to make it: dkms signs.
+    let setup = stage.sh("apt-get install -y -q --no-install-recommends openssl >/dev/null
+         mkdir -m 700 /root/mok
+         printf 'mok_signing_key=/root/mok/signing.key\\nmok_certificate=/root/mok/signing.der\\n' \
+            >/etc/dkms/framework.conf.d/50-signing.conf
+         : >/var/log/mokutil-standin.log");
+    setup.ok("openssl and a configured key");
+    let fin = stage.sh("dkms-trigger record rebuild -m pre && dkms-trigger finalize");
+    fin.ok("rebuilding pre signed");
+    assert_eq!(warnings(&fin), 1, "{}", fin.show());
+    assert!(fin.stderr.contains("\n  mokutil --import /root/mok/signing.der\n"), "{}", fin.show());
+    assert!(fin.stderr.contains("MokManager") && fin.stderr.contains("Enroll MOK"), "{}", fin.show());
+    assert!(!fin.stderr.contains("not signed"), "{}", fin.show());
+    let asked = stage.sh("cat /var/log/mokutil-standin.log");
+    assert_eq!(asked.stdout, "--sb-state\n--test-key /root/mok/signing.der\n", "{}", asked.show());
+    let serial = stage.sh("openssl x509 -inform DER -in /root/mok/signing.der -noout -serial");
+    serial.ok("the certificate dkms made");
+    let hex = serial.stdout.trim().trim_start_matches("serial=").trim_start_matches("00").to_string();
+    let doc = json(&stage);
+    for k in [&e.k1, &e.k2] {
+        let sig = sig_of(&doc, "pre", k);
+        assert_eq!(sig["state"], "signed", "{doc:#}");
+        assert_eq!(sig["by_dkms_key"], true, "{doc:#}");
+        let (_, file) = sig["files"].as_object().unwrap().iter().next().unwrap();
+        assert_eq!(file["signer"], "DKMS module signing key", "{doc:#}");
+        assert_eq!(file["key"].as_str().unwrap().replace(':', ""), hex, "{doc:#}");
+        assert_eq!(sig_of(&doc, "tuser", k)["state"], "unsigned", "not rebuilt, still unsigned: {doc:#}");
+    }
+    let cert = &doc["secure_boot"]["certificate"];
+    assert_eq!(cert["path"], "/root/mok/signing.der", "{doc:#}");
+    assert_eq!(cert["from"], "/etc/dkms/framework.conf.d/50-signing.conf", "{doc:#}");
+    assert_eq!(cert["exists"], true, "{doc:#}");
+    assert_eq!(doc["secure_boot"]["firmware"]["state"], "enabled", "{doc:#}");
+    assert_eq!(doc["secure_boot"]["firmware"]["enrolment"], "not-enrolled", "{doc:#}");
+    let st = stage.sh("dkms-trigger status");
+    st.ok("status");
+    eprintln!("deb_e2e: {}: the warning:\n{}\nstatus:\n{}", rel.suite(), fin.stderr, st.stdout);
+    assert!(st.stdout.contains("signed by the dkms key: pre/1.0"), "{}", st.show());
+    assert!(
+        st.stdout.contains("dkms signs with: /root/mok/signing.der (/etc/dkms/framework.conf.d/50-signing.conf, key "),
+        "{}",
+        st.show()
+    );
+    assert!(st.stdout.contains("Secure Boot: enabled\n  the dkms certificate is not enrolled"), "{}", st.show());
+    assert!(st.stdout.contains("run `mokutil --import /root/mok/signing.der`"), "{}", st.show());
+
+    // (d) enrolled, pending, Secure Boot off: no warning.
+    for (answers, info, asked) in [
+        ("sb=enabled\\nkey=enrolled", None, "--sb-state\n--test-key /root/mok/signing.der\n"),
+        (
+            "sb=enabled\\nkey=pending",
+            Some("waiting to be enrolled: at the next boot MokManager"),
+            "--sb-state\n--test-key /root/mok/signing.der\n",
+        ),
+        ("sb=disabled\\nkey=not-enrolled", None, "--sb-state\n"),
+        ("sb=noefi\\nkey=not-enrolled", None, "--sb-state\n"),
+    ] {
+        let fin = stage.sh(&format!(
+            "printf '{answers}\\n' >/etc/mokutil-standin; : >/var/log/mokutil-standin.log
+             dkms-trigger record rebuild -m pre && dkms-trigger finalize"
+        ));
+        fin.ok(answers);
+        assert_eq!(warnings(&fin), 0, "{answers}: {}", fin.show());
+        if let Some(info) = info {
+            assert!(fin.stdout.contains(info), "{answers}: {}", fin.show());
+        }
+        let log = stage.sh("cat /var/log/mokutil-standin.log");
+        assert_eq!(log.stdout, asked, "{answers}: {}", fin.show());
+    }
+}
+
 both!(noop_trigger_run_is_silent_and_builds_nothing);
 fn noop_trigger_run_is_silent_and_builds_nothing(rel: Rel) {
     let stage = Stage::child(&s1(rel).stage, "noop");

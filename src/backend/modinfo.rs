@@ -16,10 +16,15 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 pub enum Signature {
     /// `signer` is the certificate's subject CN; `key` its serial number, the way modinfo prints
     /// `sig_key` ("6F:6E:..."). Either may be empty when modinfo was built without openssl.
-    Signed { signer: String, key: String },
+    Signed {
+        signer: String,
+        key: String,
+    },
     Unsigned,
     /// modinfo printed nothing for the file (unreadable, not a module), or did not run.
-    Unknown { why: String },
+    Unknown {
+        why: String,
+    },
 }
 
 /// The signature of each file (host paths, as given), one modinfo for all of them. Files modinfo

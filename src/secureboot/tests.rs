@@ -30,7 +30,11 @@ fn framework_files_choose_the_certificate_in_dkms_order() {
     let c = certificate(&root);
     assert_eq!((c.path.as_deref(), c.from.as_str()), (Some(DKMS_CERTIFICATE), "dkms's default"));
 
-    write(&root, "etc/dkms/framework.conf.d/50-sign.conf", "mok_signing_key=/root/mok/k.key\nmok_certificate=/root/mok/c.der\n");
+    write(
+        &root,
+        "etc/dkms/framework.conf.d/50-sign.conf",
+        "mok_signing_key=/root/mok/k.key\nmok_certificate=/root/mok/c.der\n",
+    );
     let c = certificate(&root);
     assert_eq!(c.path.as_deref(), Some("/root/mok/c.der"));
     assert_eq!(c.from, "/etc/dkms/framework.conf.d/50-sign.conf");
@@ -129,7 +133,18 @@ fn the_serial_of_a_certificate_made_as_dkms_makes_it_matches_openssls() {
     let t = tempfile::tempdir().unwrap();
     let (key, der) = (t.path().join("k.key"), t.path().join("c.der"));
     let made = std::process::Command::new("openssl")
-        .args(["req", "-new", "-x509", "-nodes", "-days", "2", "-subj", "/CN=DKMS module signing key", "-newkey", "rsa:2048"])
+        .args([
+            "req",
+            "-new",
+            "-x509",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=DKMS module signing key",
+            "-newkey",
+            "rsa:2048",
+        ])
         .arg("-keyout")
         .arg(&key)
         .args(["-outform", "DER", "-out"])
@@ -181,6 +196,7 @@ fn cert() -> Certificate {
     Certificate {
         path: Some("/var/lib/dkms/mok.pub".into()),
         from: "dkms's default".into(),
+        signing_key: Some("/var/lib/dkms/mok.key".into()),
         exists: true,
         serial: Some("6F:01".into()),
         problem: None,
@@ -202,7 +218,9 @@ fn advice_after_builds_follows_the_firmware_and_the_signatures() {
 
     // Nothing to say: Secure Boot not enforcing, key enrolled or in db, no builds, or modules
     // signed by another key (the dkms key's enrolment does not concern them).
-    for state in [SbState::Disabled, SbState::ValidationDisabled, SbState::NoEfi, SbState::Unsupported, SbState::Unknown] {
+    for state in
+        [SbState::Disabled, SbState::ValidationDisabled, SbState::NoEfi, SbState::Unsupported, SbState::Unknown]
+    {
         assert_eq!(advice(&fw(state, Enrolment::NotEnrolled), &c, &by_dkms), None, "{state:?}");
     }
     for e in [Enrolment::Enrolled, Enrolment::InDb, Enrolment::Unknown] {
@@ -234,4 +252,38 @@ fn the_firmware_of_another_root_is_not_asked() {
     let f = firmware(&root, &cert());
     assert_eq!((f.state, f.enrolment), (SbState::Unknown, Enrolment::Unknown));
     assert!(f.state_detail.unwrap().contains("not the running system"));
+}
+
+#[test]
+fn the_key_pair_exists_where_the_configuration_puts_it() {
+    let (_t, root) = fake();
+    assert!(!certificate(&root).pair_exists(&root), "nothing made yet");
+    write(&root, "var/lib/dkms/mok.pub", "x");
+    assert!(!certificate(&root).pair_exists(&root), "the certificate alone");
+    write(&root, "var/lib/dkms/mok.key", "x");
+    assert!(certificate(&root).pair_exists(&root));
+    // Configured elsewhere: the default pair no longer counts.
+    write(&root, "etc/dkms/framework.conf", "mok_signing_key=/root/k.key\nmok_certificate=/root/c.der\n");
+    assert!(!certificate(&root).pair_exists(&root));
+    write(&root, "root/k.key", "x");
+    write(&root, "root/c.der", "x");
+    assert!(certificate(&root).pair_exists(&root));
+    // A PKCS#11 key is no file.
+    write(&root, "etc/dkms/framework.conf", "mok_signing_key='pkcs11:token=x'\nmok_certificate=/root/c.der\n");
+    let c = certificate(&root);
+    assert_eq!(c.signing_key.as_deref(), Some("pkcs11:token=x"));
+    assert!(c.pair_exists(&root));
+}
+
+#[test]
+fn an_untrusted_os_release_is_not_sourced() {
+    if !crate::root::is_root_user() {
+        return;
+    }
+    let (_t, root) = fake();
+    write(&root, "etc/os-release", "ID=ubuntu\n");
+    write(&root, "etc/dkms/framework.conf", "");
+    assert_eq!(certificate(&root).path.as_deref(), Some(UBUNTU_CERTIFICATE));
+    std::fs::set_permissions(root.path("etc/os-release"), std::fs::Permissions::from_mode(0o666)).unwrap();
+    assert_eq!(certificate(&root).path.as_deref(), Some(DKMS_CERTIFICATE), "dkms's `unknown` distribution");
 }
