@@ -425,8 +425,9 @@ pub fn advice(fw: &Firmware, cert: &Certificate, built: &[(String, PairSignature
     if !unsigned.is_empty() {
         warn = true;
         parts.push(format!(
-            "Secure Boot is enabled and {} module build(s) of this run are not signed, so the kernel will refuse \
-             to load them: {}. dkms signs only when it finds the kernel's sign-file and can make or read its key \
+            "Secure Boot is enabled and {} module build(s) of this run are not signed, so a kernel that enforces \
+             module signatures under Secure Boot (lockdown: Debian's, Ubuntu's and Fedora's do) will refuse to load \
+             them: {}. dkms signs only when it finds the kernel's sign-file and can make or read its key \
              (the build log says why: \"modules won't be signed\"); see sign_file, mok_signing_key and \
              mok_certificate in /etc/dkms/framework.conf, then `dkms-trigger finalize --rescan`.",
             unsigned.len(),
@@ -440,7 +441,8 @@ pub fn advice(fw: &Firmware, cert: &Certificate, built: &[(String, PairSignature
                 warn = true;
                 parts.push(format!(
                     "Secure Boot is enabled and the key dkms signed {signed_by_cert} module build(s) with is not \
-                     enrolled, so the kernel will refuse to load them (\"Key was rejected by service\"). Enrol it:\n  \
+                     enrolled, so a kernel that enforces module signatures under Secure Boot (lockdown: Debian's, Ubuntu's and \
+                     Fedora's do) will refuse to load them (\"Key was rejected by service\"). Enrol it:\n  \
                      mokutil --import {path}\nmokutil asks for a one-time password. At the next boot, shim's \
                      MokManager stops before Linux starts: choose \"Enroll MOK\", check the key, confirm, type that \
                      password, and reboot; from then on these modules load. If nobody answers MokManager within its \
@@ -451,7 +453,7 @@ pub fn advice(fw: &Firmware, cert: &Certificate, built: &[(String, PairSignature
                 warn = true;
                 parts.push(format!(
                     "Secure Boot is enabled and the key dkms signed {signed_by_cert} module build(s) with ({path}) \
-                     is revoked (dbx or MokListX): the kernel will refuse them. Make a new key pair (move {path} \
+                     is revoked (dbx or MokListX): a kernel that enforces module signatures will refuse them. Make a new key pair (move {path} \
                      and its key aside; dkms makes a new pair at the next build), rebuild with \
                      `dkms-trigger finalize --rescan`, and enrol the new certificate with `mokutil --import`."
                 ));

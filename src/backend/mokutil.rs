@@ -12,7 +12,8 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SbState {
-    /// "SecureBoot enabled": the kernel only loads modules signed by a key it trusts.
+    /// "SecureBoot enabled": a kernel that enforces module signatures under Secure Boot (lockdown,
+    /// as Debian's, Ubuntu's and Fedora's do) only loads modules signed by a key it trusts.
     Enabled,
     /// "SecureBoot enabled" and "SecureBoot validation is disabled in shim": shim tells the kernel
     /// not to enforce, so unsigned modules load.
