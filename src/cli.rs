@@ -75,7 +75,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Module x kernel table: installed, built, weak, unsupported, failed, stale, pending, deferred.
+    /// Module x kernel table (installed, built, weak, unsupported, failed, stale, pending, deferred),
+    /// then module signatures, the key dkms signs with and the Secure Boot state.
     Status {
         /// Machine-readable output (schema in docs/json.md).
         #[arg(long)]

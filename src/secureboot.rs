@@ -181,7 +181,9 @@ pub(crate) fn certificate_with(root: &Root, etc_problem: Option<&str>) -> Certif
 
 /// The os-release ID dkms would see when there is no framework file to source (then no bash).
 fn os_release_id(root: &Root) -> String {
-    let text = root.read_to_string(OS_RELEASE).unwrap_or_default();
+    // As when sourced: a file root may not trust counts as none.
+    let Ok(t) = root.open_trusted(OS_RELEASE) else { return String::new() };
+    let text = root.read_to_string(&t.path).unwrap_or_default();
     let field = |name: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))

@@ -336,7 +336,7 @@ impl Table {
             if fw.enrolment == crate::backend::mokutil::Enrolment::NotEnrolled {
                 let path = c.path.as_deref().unwrap_or_default();
                 out.push_str(&format!(
-                    "  modules signed with it do not load: run `mokutil --import {path}`, then confirm the key in \
+                    "  a kernel that enforces signatures refuses the modules signed with it: run `mokutil --import {path}`, then confirm the key in \
                      MokManager at the next boot\n"
                 ));
             }

@@ -286,4 +286,6 @@ fn an_untrusted_os_release_is_not_sourced() {
     assert_eq!(certificate(&root).path.as_deref(), Some(UBUNTU_CERTIFICATE));
     std::fs::set_permissions(root.path("etc/os-release"), std::fs::Permissions::from_mode(0o666)).unwrap();
     assert_eq!(certificate(&root).path.as_deref(), Some(DKMS_CERTIFICATE), "dkms's `unknown` distribution");
+    std::fs::remove_file(root.path("etc/dkms/framework.conf")).unwrap();
+    assert_eq!(certificate(&root).path.as_deref(), Some(DKMS_CERTIFICATE), "the same when nothing is sourced");
 }
