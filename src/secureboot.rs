@@ -262,16 +262,14 @@ fn plain_absolute(path: &str) -> Result<(), String> {
 pub fn der_serial(der: &[u8]) -> Option<String> {
     // Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version OPTIONAL, serial INTEGER, ...
     let (tag, cert, _) = der_item(der)?;
-    let (tag2, mut tbs, _) = der_item(cert).filter(|_| tag == 0x30)?;
+    let (tag2, tbs, _) = der_item(cert).filter(|_| tag == 0x30)?;
     if tag2 != 0x30 {
         return None;
     }
-    let (mut t, mut v, mut rest) = der_item(tbs)?;
+    let (mut t, mut v, rest) = der_item(tbs)?;
     if t == 0xa0 {
-        tbs = rest;
-        (t, v, rest) = der_item(tbs)?;
+        (t, v, _) = der_item(rest)?;
     }
-    let _ = rest;
     if t != 0x02 || v.is_empty() {
         return None;
     }
