@@ -34,6 +34,8 @@ pub struct Inventory {
     pub running_kernel: Option<String>,
     /// The installed dkms's version ("3.0.10"), read from the dkms script; None if not found.
     pub dkms_version: Option<String>,
+    /// The certificate (and key) dkms signs with, as its configuration names them.
+    pub certificate: crate::secureboot::Certificate,
     /// dkms's signing key pair exists where its configuration puts it (without it, the first
     /// signed build generates it).
     pub signing_key: bool,
@@ -185,8 +187,9 @@ pub fn scan_with(root: &Root, config: &Config, evaluate: Evaluator<'_>) -> anyho
     }
 
     let running_kernel = Some(release).filter(|r| root.is_host() && kernels.contains_key(r));
-    let signing_key = crate::secureboot::certificate_with(root, etc.global()).pair_exists(root);
-    Ok(Inventory { kernels, running_kernel, dkms_version, signing_key, modules, notes })
+    let certificate = crate::secureboot::certificate_with(root, etc.global());
+    let signing_key = certificate.pair_exists(root);
+    Ok(Inventory { kernels, running_kernel, dkms_version, certificate, signing_key, modules, notes })
 }
 
 /// A module version registered with dkms and the builds dkms has of it.

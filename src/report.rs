@@ -108,7 +108,7 @@ pub fn print_plan(root: &Root, config: &Config, rescan: bool, retry_failed: bool
 /// `dkms-trigger status [--json]`: the module x kernel table. Read-only.
 pub fn print_status(root: &Root, config: &Config, as_json: bool) -> Result<Code> {
     let p = pipeline::preview(root, config, false, false)?;
-    let sb = secureboot::report(root);
+    let sb = secureboot::report(root, p.inventory.certificate.clone());
     let sigs = secureboot::signatures(root, &secureboot::installed_builds(&p.inventory), &sb.certificate);
     let table = status::table(&p.inventory, &p.state, &p.plan).with_signatures(sigs);
     if as_json {

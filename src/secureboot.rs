@@ -42,7 +42,7 @@ done
 "#;
 
 /// The certificate dkms signs modules with on this system.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Certificate {
     /// Its path as the system names it; None when it cannot be told (`problem` says why).
     pub path: Option<String>,
@@ -323,9 +323,8 @@ fn enrolment(state: SbState, cert: &Certificate) -> (Enrolment, Option<String>) 
     }
 }
 
-/// `status`'s section: certificate and firmware.
-pub fn report(root: &Root) -> Report {
-    let certificate = certificate(root);
+/// `status`'s section: the certificate (as the inventory resolved it) and the firmware.
+pub fn report(root: &Root, certificate: Certificate) -> Report {
     let firmware = firmware(root, &certificate);
     Report { certificate, firmware }
 }
